@@ -1,0 +1,3 @@
+//! Benchmarks: figures are printed, never asserted. `dialout bench ...`.
+
+pub mod queue;

@@ -1,0 +1,245 @@
+//! `dialout bench queue`: drain throughput and enqueue->start latency, each in a fresh
+//! database, with the default settings (the defaults are what users run).
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::queue;
+use crate::worker::Worker;
+
+#[derive(Debug, Clone)]
+pub struct DrainReport {
+    pub jobs: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LatencyReport {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl fmt::Display for DrainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "drain {} noop jobs, one worker process: {:.2} s, {:.0} jobs/s",
+            self.jobs,
+            self.seconds,
+            self.jobs as f64 / self.seconds
+        )
+    }
+}
+
+impl fmt::Display for LatencyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "enqueue->start latency, {} single jobs 20 ms apart: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+            self.samples, self.p50_ms, self.p95_ms, self.p99_ms
+        )
+    }
+}
+
+/// A database of its own for one run, dropped afterwards.
+pub struct ScratchDb {
+    admin: PgPool,
+    pub name: String,
+    pub url: String,
+}
+
+impl ScratchDb {
+    pub async fn create(admin_url: &str, prefix: &str) -> Result<Self, sqlx::Error> {
+        let admin = queue::pool(admin_url, 2, Duration::from_secs(10))
+            .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await?;
+        let url = with_database(admin_url, &name);
+        Ok(Self { admin, name, url })
+    }
+
+    pub async fn drop_db(self) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&self.admin)
+        .await?;
+        Ok(())
+    }
+}
+
+/// `url` pointing at database `name` instead.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+async fn start_worker(
+    settings: &Settings,
+    pool: &PgPool,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let mut settings = settings.clone();
+    settings.worker.kinds = vec!["noop".into()];
+    let worker = Worker::new(settings, pool.clone(), crate::jobs::registry());
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let handle = tokio::spawn(async move {
+        if let Err(e) = worker.run(token).await {
+            tracing::error!(error = %e, "bench worker failed");
+        }
+    });
+    (stop, handle)
+}
+
+/// Enqueues `jobs` noop jobs, then times one worker draining them.
+pub async fn drain(
+    settings: &Settings,
+    admin_url: &str,
+    jobs: u64,
+) -> Result<DrainReport, sqlx::Error> {
+    let db = ScratchDb::create(admin_url, "dialout_bench").await?;
+    let pool = queue::pool(
+        &db.url,
+        settings.database.max_connections,
+        Duration::from_secs(10),
+    )
+    .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+    queue::migrate(&pool)
+        .await
+        .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+    sqlx::query("INSERT INTO dialout_queue (kind) SELECT 'noop' FROM generate_series(1, $1)")
+        .bind(jobs as i64)
+        .execute(&pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE dialout_queue")
+        .execute(&pool)
+        .await?;
+    let started = Instant::now();
+    let (stop, handle) = start_worker(settings, &pool).await;
+    loop {
+        let left: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM dialout_queue WHERE status IN ('queued', 'trying'))",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if !left {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    stop.cancel();
+    let _ = handle.await;
+    let finished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dialout_queue WHERE status = 'finished'")
+            .fetch_one(&pool)
+            .await?;
+    pool.close().await;
+    db.drop_db().await?;
+    if finished as u64 != jobs {
+        tracing::error!(finished, jobs, "not every job finished");
+    }
+    Ok(DrainReport { jobs, seconds })
+}
+
+/// Single jobs 20 ms apart against an idle worker: created_at -> started_at, both
+/// read off the database clock.
+pub async fn latency(
+    settings: &Settings,
+    admin_url: &str,
+    samples: usize,
+) -> Result<LatencyReport, sqlx::Error> {
+    let db = ScratchDb::create(admin_url, "dialout_bench").await?;
+    let pool = queue::pool(
+        &db.url,
+        settings.database.max_connections,
+        Duration::from_secs(10),
+    )
+    .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+    queue::migrate(&pool)
+        .await
+        .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+    let (stop, handle) = start_worker(settings, &pool).await;
+    // Let the worker settle (LISTEN connected) before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..samples {
+        sqlx::query("INSERT INTO dialout_queue (kind) VALUES ('noop')")
+            .execute(&pool)
+            .await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM dialout_queue WHERE started_at IS NULL)",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if !left || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut waits: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM started_at - created_at)::float8 * 1000 FROM dialout_queue \
+         WHERE started_at IS NOT NULL",
+    )
+    .fetch_all(&pool)
+    .await?;
+    stop.cancel();
+    let _ = handle.await;
+    pool.close().await;
+    db.drop_db().await?;
+    waits.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if waits.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((waits.len() as f64 - 1.0) * p).round() as usize;
+        waits[i.min(waits.len() - 1)]
+    };
+    Ok(LatencyReport {
+        samples: waits.len(),
+        p50_ms: pct(0.50),
+        p95_ms: pct(0.95),
+        p99_ms: pct(0.99),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn swaps_the_database_name() {
+        assert_eq!(
+            with_database("postgres://u@h:5/postgres", "x"),
+            "postgres://u@h:5/x"
+        );
+        assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! Settings, layered: the embedded `config/default.toml`, an optional file, then
+//! `DIALOUT__SECTION__KEY` environment variables, then `DATABASE_URL`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Rule(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub worker: WorkerSettings,
+    pub retention: RetentionSettings,
+    pub log: LogSettings,
+    #[serde(default)]
+    pub kinds: BTreeMap<String, KindSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub local_dir: PathBuf,
+    pub local_port: u16,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub id: String,
+    pub kinds: Vec<String>,
+    pub migrate_on_start: bool,
+    pub lease_ms: u64,
+    pub lease_batch: u32,
+    pub poll_interval_ms: u64,
+    pub rescue_interval_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    pub keep_hours: u64,
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KindSettings {
+    pub concurrency: usize,
+}
+
+impl Settings {
+    /// Loads the layers. `file` is the optional `--config FILE`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`], with the environment given (tests pass their own).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("DIALOUT")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("worker.kinds")
+                .try_parsing(true)
+                .source(Some(env.clone().into_iter().collect())),
+        );
+        if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
+            let from_dialout_env = env.contains_key("DIALOUT__DATABASE__URL");
+            if !from_dialout_env {
+                builder = builder.set_override("database.url", url.as_str())?;
+            }
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let w = &self.worker;
+        if w.lease_ms < 300 {
+            return Err(ConfigError::Rule(
+                "worker.lease_ms must be at least 300".into(),
+            ));
+        }
+        if w.lease_batch == 0 {
+            return Err(ConfigError::Rule(
+                "worker.lease_batch must be at least 1".into(),
+            ));
+        }
+        if w.poll_interval_ms == 0 || w.rescue_interval_ms == 0 {
+            return Err(ConfigError::Rule(
+                "worker.poll_interval_ms and worker.rescue_interval_ms must be above 0".into(),
+            ));
+        }
+        for kind in &w.kinds {
+            match self.kinds.get(kind) {
+                Some(k) if k.concurrency == 0 => {
+                    return Err(ConfigError::Rule(format!(
+                        "kinds.{kind}.concurrency must be at least 1"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(ConfigError::Rule(format!(
+                        "worker.kinds names {kind:?}, which has no [kinds.{kind}] section"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn concurrency(&self, kind: &str) -> usize {
+        self.kinds.get(kind).map_or(1, |k| k.concurrency)
+    }
+}
+
+impl WorkerSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis((self.lease_ms / 3).max(100))
+    }
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn rescue_interval(&self) -> Duration {
+        Duration::from_millis(self.rescue_interval_ms)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// A secret string (a database URL may carry a password): never printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A database URL with its password masked, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_env_overrides_them() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.worker.lease_ms, 30000);
+        assert!(s.database.url.is_empty());
+
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("DIALOUT__WORKER__LEASE_MS", "5000"),
+                ("DIALOUT__WORKER__KINDS", "noop,legacy_message"),
+                ("DIALOUT__KINDS__NOOP__CONCURRENCY", "7"),
+                ("DATABASE_URL", "postgres://u:pw@h/db"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.worker.lease_ms, 5000);
+        assert_eq!(s.worker.kinds, vec!["noop", "legacy_message"]);
+        assert_eq!(s.concurrency("noop"), 7);
+        assert_eq!(s.database.url.expose(), "postgres://u:pw@h/db");
+    }
+
+    #[test]
+    fn dialout_database_url_wins_over_database_url() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("DIALOUT__DATABASE__URL", "postgres://a@h/one"),
+                ("DATABASE_URL", "postgres://b@h/two"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url.expose(), "postgres://a@h/one");
+    }
+
+    #[test]
+    fn a_kind_without_settings_is_refused() {
+        let err = Settings::load_with_env(None, env(&[("DIALOUT__WORKER__KINDS", "noop,fax")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("\"fax\""), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("postgres://u:hunter2@h/db");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(redact_url(s.expose()), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

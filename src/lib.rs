@@ -1,0 +1,13 @@
+//! dialout: a job-queue worker backed by PostgreSQL.
+//!
+//! Applications `INSERT` into `dialout_queue`; workers lease, run and record jobs.
+//! See README.md for the SQL API.
+
+pub mod app;
+pub mod bench;
+pub mod config;
+pub mod jobs;
+pub mod local_pg;
+pub mod queue;
+pub mod telemetry;
+pub mod worker;

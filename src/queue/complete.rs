@@ -1,0 +1,358 @@
+//! Fenced completion, batched.
+//!
+//! Every outcome is written only where the lease token still matches, so a worker that
+//! lost its lease cannot overwrite the new owner's work. Outcomes without extra SQL are
+//! gathered into one statement per batch (what is waiting when the writer comes round:
+//! no timer, so a lone job is written at once); an outcome with a [`CompletionHook`]
+//! gets its own transaction, where the hook's SQL commits with the status or not at all.
+//! A database that is away is retried with backoff: outcomes wait in memory, never lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{JobStatus, Lease, is_transient};
+
+/// Extra SQL run in the transaction that records the final status (a dial writes its
+/// CDR). It may run more than once if the database fails mid-way, so it must only
+/// write through the connection it is given.
+pub type CompletionHook = Arc<
+    dyn for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<(), sqlx::Error>> + Send + Sync,
+>;
+
+/// What to write for one attempt.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A final status, or `Queued` with `run_at` for a retry.
+    Record {
+        status: JobStatus,
+        result: Option<Value>,
+        error: Option<String>,
+        run_at: Option<DateTime<Utc>>,
+    },
+    /// Shutdown: back to `queued` at once, this attempt not counted.
+    HandBack,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteResult {
+    Written,
+    /// The token no longer matched: another worker owns the job, or it was pruned.
+    LeaseLost,
+    /// The worker is stopping and the database stayed away past the deadline; the
+    /// lease will expire and a live worker will rescue the job.
+    Abandoned,
+}
+
+struct Request {
+    lease: Lease,
+    write: Write,
+    hook: Option<CompletionHook>,
+    reply: oneshot::Sender<WriteResult>,
+}
+
+/// A cloneable handle to the writer task. The task ends once every handle is dropped
+/// and what was sent is written.
+#[derive(Clone)]
+pub struct Completer {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Retry pacing for the writer while the database is away.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPacing {
+    pub min: Duration,
+    pub max: Duration,
+    /// Once the last handle is dropped (shutdown), give up after this long.
+    pub drain_deadline: Duration,
+}
+
+const MAX_BATCH: usize = 1000;
+
+impl Completer {
+    pub fn spawn(pool: PgPool, pacing: RetryPacing) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let task = tokio::spawn(run(pool, rx, pacing));
+        (Self { tx }, task)
+    }
+
+    /// Writes `write` for `lease` and waits until it is durable (or known lost).
+    pub async fn complete(
+        &self,
+        lease: Lease,
+        write: Write,
+        hook: Option<CompletionHook>,
+    ) -> WriteResult {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .tx
+            .send(Request {
+                lease,
+                write,
+                hook,
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return WriteResult::Abandoned;
+        }
+        answer.await.unwrap_or(WriteResult::Abandoned)
+    }
+}
+
+async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, pacing: RetryPacing) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let (hooked, plain): (Vec<Request>, Vec<Request>) =
+            batch.drain(..).partition(|r| r.hook.is_some());
+        if !plain.is_empty() {
+            write_plain(&pool, plain, &rx, pacing).await;
+        }
+        for request in hooked {
+            write_hooked(&pool, request, &rx, pacing).await;
+        }
+    }
+}
+
+/// Retries `op` while the database is away. `Err` carries a permanent error.
+async fn with_retry<T, F, Fut>(
+    rx: &mpsc::Receiver<Request>,
+    pacing: RetryPacing,
+    mut op: F,
+) -> Result<Option<T>, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut delay = pacing.min;
+    let mut closed_since: Option<tokio::time::Instant> = None;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if is_transient(&e) => {
+                if rx.is_closed() {
+                    let since = *closed_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= pacing.drain_deadline {
+                        tracing::error!(error = %e, "database still away at shutdown; leaving outcomes to lease expiry");
+                        return Ok(None);
+                    }
+                }
+                tracing::warn!(error = %e, retry_in = ?delay, "recording outcomes failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(pacing.max);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn write_plain(
+    pool: &PgPool,
+    requests: Vec<Request>,
+    rx: &mpsc::Receiver<Request>,
+    pacing: RetryPacing,
+) {
+    let rows = Rows::from(&requests);
+    match with_retry(rx, pacing, || rows.write(pool)).await {
+        Ok(Some(written)) => reply_all(requests, &written),
+        Ok(None) => abandon(requests),
+        Err(e) if requests.len() > 1 => {
+            // One bad row (say, a result jsonb refuses) must not sink the others.
+            tracing::warn!(error = %e, "batch write refused; writing rows one by one");
+            for request in requests {
+                Box::pin(write_plain(pool, vec![request], rx, pacing)).await;
+            }
+        }
+        Err(e) => {
+            let request = requests.into_iter().next();
+            if let Some(request) = request {
+                record_unwritable(pool, request, &e, rx, pacing).await;
+            }
+        }
+    }
+}
+
+async fn write_hooked(
+    pool: &PgPool,
+    request: Request,
+    rx: &mpsc::Receiver<Request>,
+    pacing: RetryPacing,
+) {
+    let rows = Rows::from(std::slice::from_ref(&request));
+    let Some(hook) = request.hook.clone() else {
+        return;
+    };
+    let attempt = || async {
+        let mut tx = pool.begin().await?;
+        let written = rows.write(&mut *tx).await?;
+        if written.is_empty() {
+            tx.rollback().await?;
+            return Ok(written);
+        }
+        hook(&mut tx).await?;
+        tx.commit().await?;
+        Ok(written)
+    };
+    match with_retry(rx, pacing, attempt).await {
+        Ok(Some(written)) => reply_all(vec![request], &written),
+        Ok(None) => abandon(vec![request]),
+        Err(e) => record_unwritable(pool, request, &e, rx, pacing).await,
+    }
+}
+
+/// The outcome itself cannot be stored (a bug, or data the database refuses): end the
+/// job as `finished_with_error` saying so, rather than leave it to run again.
+async fn record_unwritable(
+    pool: &PgPool,
+    request: Request,
+    cause: &sqlx::Error,
+    rx: &mpsc::Receiver<Request>,
+    pacing: RetryPacing,
+) {
+    tracing::error!(job = request.lease.id, error = %cause, "outcome refused by the database");
+    let fallback = Request {
+        lease: request.lease,
+        write: Write::Record {
+            status: JobStatus::FinishedWithError,
+            result: None,
+            error: Some(format!("the job's outcome could not be recorded: {cause}")),
+            run_at: None,
+        },
+        hook: None,
+        reply: request.reply,
+    };
+    let rows = Rows::from(std::slice::from_ref(&fallback));
+    match with_retry(rx, pacing, || rows.write(pool)).await {
+        Ok(Some(written)) => reply_all(vec![fallback], &written),
+        _ => abandon(vec![fallback]),
+    }
+}
+
+fn reply_all(requests: Vec<Request>, written: &[i64]) {
+    for r in requests {
+        let result = if written.contains(&r.lease.id) {
+            WriteResult::Written
+        } else {
+            WriteResult::LeaseLost
+        };
+        let _ = r.reply.send(result);
+    }
+}
+
+fn abandon(requests: Vec<Request>) {
+    for r in requests {
+        let _ = r.reply.send(WriteResult::Abandoned);
+    }
+}
+
+/// A batch in columns, ready to bind as arrays.
+struct Rows {
+    ids: Vec<i64>,
+    tokens: Vec<Uuid>,
+    statuses: Vec<JobStatus>,
+    results: Vec<Option<String>>,
+    errors: Vec<Option<String>>,
+    run_at: Vec<Option<DateTime<Utc>>>,
+    hand_back: Vec<bool>,
+}
+
+impl From<&[Request]> for Rows {
+    fn from(requests: &[Request]) -> Self {
+        let n = requests.len();
+        let mut rows = Rows {
+            ids: Vec::with_capacity(n),
+            tokens: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            results: Vec::with_capacity(n),
+            errors: Vec::with_capacity(n),
+            run_at: Vec::with_capacity(n),
+            hand_back: Vec::with_capacity(n),
+        };
+        for r in requests {
+            rows.ids.push(r.lease.id);
+            rows.tokens.push(r.lease.token);
+            match &r.write {
+                Write::Record {
+                    status,
+                    result,
+                    error,
+                    run_at,
+                } => {
+                    rows.statuses.push(*status);
+                    rows.results.push(result.as_ref().map(Value::to_string));
+                    rows.errors.push(error.clone());
+                    rows.run_at.push(*run_at);
+                    rows.hand_back.push(false);
+                }
+                Write::HandBack => {
+                    rows.statuses.push(JobStatus::Queued);
+                    rows.results.push(None);
+                    rows.errors.push(None);
+                    rows.run_at.push(None);
+                    rows.hand_back.push(true);
+                }
+            }
+        }
+        rows
+    }
+}
+
+impl From<&Vec<Request>> for Rows {
+    fn from(requests: &Vec<Request>) -> Self {
+        Rows::from(requests.as_slice())
+    }
+}
+
+impl Rows {
+    /// One fenced UPDATE for the whole batch; returns the ids it wrote.
+    ///
+    /// A job an application cancelled while it ran stays `cancelled` (its result and
+    /// error are still kept). Handed-back jobs wake the other workers at once.
+    async fn write<'e, E>(&self, executor: E) -> Result<Vec<i64>, sqlx::Error>
+    where
+        E: sqlx::PgExecutor<'e>,
+    {
+        sqlx::query_scalar(
+            "WITH done AS ( \
+                 UPDATE dialout_queue AS q SET \
+                     status = CASE WHEN q.status = 'cancelled' THEN q.status ELSE c.status END, \
+                     result = coalesce(c.result::jsonb, q.result), \
+                     last_error = coalesce(c.error, q.last_error), \
+                     run_at = coalesce(c.run_at, q.run_at), \
+                     ended_at = CASE WHEN q.status = 'cancelled' OR c.status = 'queued' THEN q.ended_at \
+                                     ELSE now() END, \
+                     attempts = q.attempts - c.hand_back::int, \
+                     needs_recovery = q.needs_recovery AND c.hand_back, \
+                     lease_token = NULL, \
+                     lease_expires_at = NULL \
+                 FROM unnest($1::bigint[], $2::uuid[], $3::dialout_status[], $4::text[], $5::text[], \
+                             $6::timestamptz[], $7::bool[]) \
+                      AS c(id, token, status, result, error, run_at, hand_back) \
+                 WHERE q.id = c.id AND q.lease_token = c.token \
+                 RETURNING q.id, q.kind, q.status, c.hand_back), \
+             woken AS ( \
+                 SELECT pg_notify('dialout_queue', k.kind) \
+                 FROM (SELECT DISTINCT kind FROM done WHERE hand_back AND status = 'queued') AS k) \
+             SELECT id FROM done, (SELECT count(*) FROM woken) AS w",
+        )
+        .bind(&self.ids)
+        .bind(&self.tokens)
+        .bind(&self.statuses)
+        .bind(&self.results)
+        .bind(&self.errors)
+        .bind(&self.run_at)
+        .bind(&self.hand_back)
+        .fetch_all(executor)
+        .await
+    }
+}

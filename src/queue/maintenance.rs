@@ -1,0 +1,78 @@
+//! Maintenance any live worker runs: rescuing expired leases, pruning old rows.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::JobStatus;
+
+/// A job taken back from a worker that stopped renewing its lease.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Rescued {
+    pub id: i64,
+    pub kind: String,
+    pub status: JobStatus,
+}
+
+/// Takes back every job whose lease expired: back to `queued` with backoff and
+/// `needs_recovery` set, or `finished_with_error` ("worker lost") once its attempts
+/// are spent. Cancelled jobs just lose the dead lease. Safe to run from every worker
+/// at once (`SKIP LOCKED`); each call handles at most 1000 rows.
+pub async fn rescue_expired(
+    pool: &PgPool,
+    retry_base: Duration,
+    retry_max: Duration,
+) -> Result<Vec<Rescued>, sqlx::Error> {
+    sqlx::query_as::<_, Rescued>(
+        "WITH lost AS ( \
+             SELECT id FROM dialout_queue \
+             WHERE lease_token IS NOT NULL AND lease_expires_at < now() \
+             ORDER BY lease_expires_at LIMIT 1000 \
+             FOR UPDATE SKIP LOCKED) \
+         UPDATE dialout_queue AS q SET \
+             status = CASE WHEN q.status = 'cancelled' THEN q.status \
+                           WHEN q.attempts >= q.max_attempts THEN 'finished_with_error' \
+                           ELSE 'queued' END::dialout_status, \
+             ended_at = CASE WHEN q.status = 'cancelled' THEN q.ended_at \
+                             WHEN q.attempts >= q.max_attempts THEN now() END, \
+             last_error = CASE WHEN q.status = 'cancelled' THEN q.last_error \
+                               ELSE format('worker lost: %s stopped renewing its lease during attempt %s of %s', \
+                                           coalesce(q.worker_id, '?'), q.attempts, q.max_attempts) END, \
+             run_at = CASE WHEN q.status <> 'cancelled' AND q.attempts < q.max_attempts \
+                           THEN now() + least($2::float8, $1::float8 * 2 ^ greatest(q.attempts - 1, 0) \
+                                              * (0.5 + random())) * interval '1 millisecond' \
+                           ELSE q.run_at END, \
+             lost_leases = q.lost_leases + (q.status <> 'cancelled')::int, \
+             needs_recovery = q.status <> 'cancelled' AND q.attempts < q.max_attempts, \
+             lease_token = NULL, \
+             lease_expires_at = NULL \
+         FROM lost WHERE q.id = lost.id \
+         RETURNING q.id, q.kind, q.status",
+    )
+    .bind(retry_base.as_millis() as f64)
+    .bind(retry_max.as_millis() as f64)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes rows that ended more than `keep` ago, in chunks so no statement holds
+/// many locks. Returns how many went.
+pub async fn prune_finished(pool: &PgPool, keep: Duration) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM dialout_queue WHERE id IN ( \
+                 SELECT id FROM dialout_queue \
+                 WHERE ended_at < now() - $1 * interval '1 millisecond' \
+                 LIMIT 5000 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(keep.as_millis() as f64)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < 5000 {
+            return Ok(total);
+        }
+    }
+}

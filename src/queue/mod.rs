@@ -1,0 +1,128 @@
+//! The `dialout_queue` table and every statement the workers run on it.
+//!
+//! The table is the public API (see `migrations/`); this module is its only writer
+//! on the worker side: leasing, heartbeats, fenced completion, rescue and retention.
+
+mod complete;
+mod lease;
+mod maintenance;
+mod notify;
+pub mod status;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+pub use complete::{Completer, CompletionHook, RetryPacing, Write, WriteResult};
+pub use lease::{Heartbeat, lease_jobs};
+pub use maintenance::{prune_finished, rescue_expired};
+pub use notify::{Listener, Wake};
+pub use status::JobStatus;
+
+/// Migrations embedded in the binary; applied by `dialout migrate` and at worker start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the lease on job {0} was lost (another worker owns it now, or it was cancelled and ended)"
+    )]
+    LeaseLost(i64),
+}
+
+/// A job as a worker holds it: the row's inputs plus the lease that fences its writes.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LeasedJob {
+    pub id: i64,
+    pub kind: String,
+    pub payload: Value,
+    /// This attempt's number, from 1.
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub lease_token: Uuid,
+    /// The previous attempt's worker vanished: find out what it did before acting.
+    pub needs_recovery: bool,
+}
+
+impl LeasedJob {
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            token: self.lease_token,
+        }
+    }
+}
+
+/// The fence: a job id and the token of the attempt that may write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub id: i64,
+    pub token: Uuid,
+}
+
+/// Opens the worker's pool. Connections are made lazily, so a database that is down
+/// at start, or restarts later, costs retries, not the process.
+pub fn pool(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, QueueError> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .connect_lazy_with(options.application_name("dialout")))
+}
+
+/// Applies the embedded migrations. sqlx holds an advisory lock while it does, so
+/// replicas starting together take turns.
+pub async fn migrate(pool: &PgPool) -> Result<(), QueueError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Exponential backoff with +-50% jitter: base * 2^(attempt-1), capped at max.
+pub fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
+    let exp = attempt.saturating_sub(1).clamp(0, 30) as u32;
+    let raw = base.saturating_mul(2u32.saturating_pow(exp)).min(max);
+    let jitter: f64 = 0.5 + rand::random::<f64>();
+    raw.mul_f64(jitter).min(max)
+}
+
+/// Is this error worth retrying later (the database went away) rather than a bug?
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(10);
+        for _ in 0..100 {
+            let first = backoff(1, base, max);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(150));
+            let fifth = backoff(5, base, max);
+            assert!(fifth >= Duration::from_millis(800) && fifth <= Duration::from_millis(2400));
+            assert!(backoff(40, base, max) <= max);
+        }
+    }
+}
