@@ -148,8 +148,13 @@ impl Worker {
             let apalis_worker = WorkerBuilder::new(format!("{}/{kind}", self.id))
                 .backend(LeasedJobs::new(rx))
                 .build(service);
+            let stopped = stop_leasing.clone();
+            let stop_signal = async move {
+                stopped.cancelled().await;
+                Ok::<(), apalis_core::error::WorkerError>(())
+            };
             runners.spawn(async move {
-                if let Err(e) = apalis_worker.run().await {
+                if let Err(e) = apalis_worker.run_until(stop_signal).await {
                     tracing::error!(error = %e, "apalis worker stopped with an error");
                 }
             });
