@@ -316,6 +316,8 @@ impl From<&Vec<Request>> for Rows {
 impl Rows {
     /// One fenced UPDATE for the whole batch; returns the ids it wrote.
     ///
+    /// Rows are locked in id order, as the heartbeat does, so the two never deadlock
+    /// (a deadlock costs a second of `deadlock_timeout`: long enough to lose leases).
     /// A job an application cancelled while it ran stays `cancelled` (its result and
     /// error are still kept). Handed-back jobs wake the other workers at once.
     async fn write<'e, E>(&self, executor: E) -> Result<Vec<i64>, sqlx::Error>
@@ -323,7 +325,13 @@ impl Rows {
         E: sqlx::PgExecutor<'e>,
     {
         sqlx::query_scalar(
-            "WITH done AS ( \
+            "WITH c AS ( \
+                 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::dialout_status[], $4::text[], \
+                                      $5::text[], $6::timestamptz[], $7::bool[]) \
+                      AS c(id, token, status, result, error, run_at, hand_back)), \
+             locked AS ( \
+                 SELECT id FROM dialout_queue WHERE id = ANY($1) ORDER BY id FOR UPDATE), \
+             done AS ( \
                  UPDATE dialout_queue AS q SET \
                      status = CASE WHEN q.status = 'cancelled' THEN q.status ELSE c.status END, \
                      result = coalesce(c.result::jsonb, q.result), \
@@ -335,15 +343,13 @@ impl Rows {
                      needs_recovery = q.needs_recovery AND c.hand_back, \
                      lease_token = NULL, \
                      lease_expires_at = NULL \
-                 FROM unnest($1::bigint[], $2::uuid[], $3::dialout_status[], $4::text[], $5::text[], \
-                             $6::timestamptz[], $7::bool[]) \
-                      AS c(id, token, status, result, error, run_at, hand_back) \
-                 WHERE q.id = c.id AND q.lease_token = c.token \
+                 FROM c, locked \
+                 WHERE q.id = c.id AND locked.id = c.id AND q.lease_token = c.token \
                  RETURNING q.id, q.kind, q.status, c.hand_back), \
              woken AS ( \
                  SELECT pg_notify('dialout_queue', k.kind) \
                  FROM (SELECT DISTINCT kind FROM done WHERE hand_back AND status = 'queued') AS k) \
-             SELECT id FROM done, (SELECT count(*) FROM woken) AS w",
+            SELECT id FROM done, (SELECT count(*) FROM woken) AS w",
         )
         .bind(&self.ids)
         .bind(&self.tokens)

@@ -74,7 +74,8 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Extends every lease in `leases` in one statement.
+    /// Extends every lease in `leases` in one statement, locking rows in id order
+    /// like the completer.
     pub async fn beat(
         pool: &PgPool,
         leases: &[Lease],
@@ -86,9 +87,11 @@ impl Heartbeat {
         let ids: Vec<i64> = leases.iter().map(|l| l.id).collect();
         let tokens: Vec<Uuid> = leases.iter().map(|l| l.token).collect();
         let renewed: Vec<(i64, bool)> = sqlx::query_as(
-            "UPDATE dialout_queue AS q SET lease_expires_at = now() + $3 * interval '1 millisecond' \
-             FROM unnest($1::bigint[], $2::uuid[]) AS l(id, token) \
-             WHERE q.id = l.id AND q.lease_token = l.token \
+            "WITH locked AS ( \
+                 SELECT id FROM dialout_queue WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
+             UPDATE dialout_queue AS q SET lease_expires_at = now() + $3 * interval '1 millisecond' \
+             FROM unnest($1::bigint[], $2::uuid[]) AS l(id, token), locked \
+             WHERE q.id = l.id AND locked.id = l.id AND q.lease_token = l.token \
              RETURNING q.id, q.status = 'cancelled'",
         )
         .bind(&ids)

@@ -79,6 +79,7 @@ impl StopSignal {
 pub struct JobContext {
     pub(crate) job: LeasedJob,
     pub(crate) pool: PgPool,
+    pub(crate) queue_pool: PgPool,
     pub(crate) worker_id: Arc<str>,
     pub(crate) stop: StopSignal,
 }
@@ -118,7 +119,7 @@ impl JobContext {
     /// Marks the job `established` (a dial: the callee answered), fenced on the lease.
     pub async fn set_established(&self) -> Result<(), QueueError> {
         self.lease()
-            .set_status(&self.pool, JobStatus::Established)
+            .set_status(&self.queue_pool, JobStatus::Established)
             .await
     }
 

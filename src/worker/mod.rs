@@ -13,6 +13,7 @@ use std::time::Duration;
 use apalis_core::worker::builder::WorkerBuilder;
 use futures_util::FutureExt;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +57,10 @@ pub struct RunSummary {
 
 struct Shared {
     settings: Settings,
+    /// For handlers.
     pool: PgPool,
+    /// For the queue's bookkeeping only.
+    queue_pool: PgPool,
     id: Arc<str>,
     leases: Leases,
     completer: Completer,
@@ -96,8 +100,17 @@ impl Worker {
             migrate_with_retry(&self.pool, &self.settings, &shutdown).await?;
         }
         let w = &self.settings.worker;
+        // The queue's own bookkeeping (leasing, heartbeats, completion) gets its own
+        // few connections, so handlers busy with the database can never starve the
+        // heartbeat into losing leases.
+        let queue_pool = PgPoolOptions::new()
+            .max_connections(kinds.len() as u32 + 4)
+            .acquire_timeout(Duration::from_millis(
+                self.settings.database.acquire_timeout_ms,
+            ))
+            .connect_lazy_with(self.pool.connect_options().as_ref().clone());
         let (completer, completer_task) = Completer::spawn(
-            self.pool.clone(),
+            queue_pool.clone(),
             RetryPacing {
                 min: Duration::from_millis(w.reconnect_min_ms),
                 max: Duration::from_millis(w.reconnect_max_ms),
@@ -107,6 +120,7 @@ impl Worker {
         let shared = Arc::new(Shared {
             settings: self.settings.clone(),
             pool: self.pool.clone(),
+            queue_pool,
             id: self.id.clone(),
             leases: Leases::default(),
             completer,
@@ -288,7 +302,7 @@ async fn produce(
             }
         }
         let want = free.min(w.lease_batch as usize) as u32;
-        match queue::lease_jobs(&shared.pool, &kind, want, &shared.id, w.lease()).await {
+        match queue::lease_jobs(&shared.queue_pool, &kind, want, &shared.id, w.lease()).await {
             Ok(jobs) => {
                 if failing {
                     tracing::info!(kind, "database reachable again; leasing resumed");
@@ -350,6 +364,7 @@ async fn execute(
             let ctx = JobContext {
                 job,
                 pool: shared.pool.clone(),
+                queue_pool: shared.queue_pool.clone(),
                 worker_id: shared.id.clone(),
                 stop: stop.clone(),
             };
@@ -469,7 +484,7 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let held = shared.leases.snapshot();
-        match Heartbeat::beat(&shared.pool, &held, w.lease()).await {
+        match Heartbeat::beat(&shared.queue_pool, &held, w.lease()).await {
             Ok(beat) => {
                 for id in beat.cancelled {
                     shared.leases.stop(id, StopReason::Cancelled);
@@ -493,7 +508,7 @@ async fn listen(shared: Arc<Shared>, wake: Wake, stop: CancellationToken) {
         move |id| shared.leases.stop(id, StopReason::Cancelled)
     };
     Listener::run(
-        shared.pool.clone(),
+        shared.queue_pool.clone(),
         wake,
         on_cancel,
         || {},
@@ -517,7 +532,7 @@ async fn rescue(shared: Arc<Shared>, wake: Wake, stop: CancellationToken) {
         }
         let base = Duration::from_millis(w.retry_base_ms);
         let max = Duration::from_millis(w.retry_max_ms);
-        match queue::rescue_expired(&shared.pool, base, max).await {
+        match queue::rescue_expired(&shared.queue_pool, base, max).await {
             Ok(rescued) if !rescued.is_empty() => {
                 for r in &rescued {
                     tracing::warn!(job = r.id, kind = %r.kind, status = %r.status, "rescued a job from a lost worker");
@@ -543,7 +558,7 @@ async fn retention(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match queue::prune_finished(&shared.pool, keep).await {
+        match queue::prune_finished(&shared.queue_pool, keep).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "pruned old finished jobs"),
             Err(e) => tracing::warn!(error = %e, "retention failed"),

@@ -100,3 +100,129 @@ pub async fn enqueue(pool: &PgPool, kind: &str, payload: serde_json::Value) -> i
         .await
         .expect("enqueue")
 }
+
+/// The URL of the test's own database (the one `#[sqlx::test]` made).
+pub async fn db_url(pool: &PgPool) -> String {
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .expect("current_database");
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set by scripts/test");
+    dialout::bench::queue::with_database(&base, &name)
+}
+
+/// A `dialout worker` process with short leases; stderr is collected line by line.
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+    pub id: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl WorkerProcess {
+    pub fn spawn(url: &str, id: &str, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dialout"));
+        cmd.arg("worker")
+            .env("DATABASE_URL", url)
+            .env("DIALOUT__WORKER__ID", id)
+            .env("DIALOUT__WORKER__KINDS", "noop")
+            .env("DIALOUT__WORKER__LEASE_MS", "1000")
+            .env("DIALOUT__WORKER__POLL_INTERVAL_MS", "100")
+            .env("DIALOUT__WORKER__RESCUE_INTERVAL_MS", "200")
+            .env("DIALOUT__WORKER__RETRY_BASE_MS", "20")
+            .env("DIALOUT__WORKER__RETRY_MAX_MS", "200")
+            .env("DIALOUT__WORKER__RECONNECT_MIN_MS", "20")
+            .env("DIALOUT__WORKER__RECONNECT_MAX_MS", "300")
+            .env("DIALOUT__WORKER__SHUTDOWN_GRACE_MS", "3000")
+            .env("DIALOUT__LOG__LEVEL", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn dialout worker");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            id: id.to_owned(),
+            lines,
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for a stderr line containing `needle`, at most `within`.
+    pub fn wait_for_line(&self, needle: &str, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "worker {} never logged {needle:?} within {within:?}",
+                    self.id
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit status (bounded).
+    pub fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "worker {} did not exit within {within:?} of SIGTERM",
+                    self.id
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until no job is left unended.
+pub async fn all_ended(pool: &PgPool, within: Duration) {
+    eventually(within, "every job to end", || async {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM dialout_queue WHERE ended_at IS NULL")
+                .fetch_one(pool)
+                .await
+                .ok()?;
+        (open == 0).then_some(())
+    })
+    .await
+}
