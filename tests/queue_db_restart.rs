@@ -1,0 +1,100 @@
+//! PostgreSQL restarted under a running worker: nothing lost, work resumes.
+//! This test runs its own private cluster, since it restarts it.
+
+mod support;
+
+use std::time::Duration;
+
+use dialout::local_pg::LocalPg;
+use dialout::queue;
+use support::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_a_running_worker_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pg = std::sync::Arc::new(
+        LocalPg::new(&dir.path().join("pg"), free_port()).expect("PostgreSQL installed"),
+    );
+    {
+        let pg = pg.clone();
+        blocking(move || pg.start())
+            .await
+            .expect("private cluster starts");
+    }
+    let url = pg.url();
+    let pool = queue::pool(&url, 4, Duration::from_secs(5)).unwrap();
+    queue::migrate(&pool).await.unwrap();
+    let worker = WorkerProcess::spawn(&url, "survivor", &[("DIALOUT__WORKER__LEASE_MS", "5000")]);
+
+    sqlx::query(
+        "INSERT INTO dialout_queue (kind, payload) \
+         SELECT 'noop', '{\"effect\": true, \"sleep_ms\": 300}' FROM generate_series(1, 3000)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(60), "work to be under way", || async {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM dialout_queue WHERE status = 'finished'")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+        (done > 0).then_some(())
+    })
+    .await;
+    {
+        let pg = pg.clone();
+        blocking(move || pg.restart()).await.expect("restart");
+    }
+    all_ended(&pool, Duration::from_secs(120)).await;
+    let (finished, with_effect): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'finished'), \
+                count(*) FILTER (WHERE EXISTS (SELECT 1 FROM dialout_noop_effect e WHERE e.job_id = q.id)) \
+         FROM dialout_queue q",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(finished, 3000, "every job finished");
+    assert_eq!(with_effect, 3000, "every job's work was done");
+
+    // Restarted while idle: a new row is still picked up (LISTEN reconnects; polling
+    // stands behind it).
+    {
+        let pg = pg.clone();
+        blocking(move || pg.restart()).await.expect("restart");
+    }
+    let id = eventually(
+        Duration::from_secs(30),
+        "an insert after the restart",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "INSERT INTO dialout_queue (kind) VALUES ('noop') RETURNING id",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()
+        },
+    )
+    .await;
+    assert_eq!(ended(&pool, id, Duration::from_secs(30)).await, "finished");
+
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "the worker kept running and exits 0: {status:?}"
+    );
+    pool.close().await;
+    blocking(move || pg.stop()).await.expect("stop");
+}
