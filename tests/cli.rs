@@ -1,0 +1,115 @@
+//! The command line: demo, enqueue, jobs, job, and the private PostgreSQL used when
+//! no DATABASE_URL is set.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use sqlx::PgPool;
+use support::*;
+
+fn dialout(url: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dialout"));
+    cmd.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    match url {
+        Some(u) => cmd.env("DATABASE_URL", u),
+        None => cmd.env_remove("DATABASE_URL"),
+    };
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run dialout")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[sqlx::test]
+async fn demo_runs_sample_work_to_its_end_and_prints_the_table(pool: PgPool) {
+    let url = db_url(&pool).await;
+    let out = tokio::task::spawn_blocking(move || dialout(Some(&url), &["demo"], &[]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("finished "), "{text}");
+    assert!(text.contains("a permanent failure, on purpose"), "{text}");
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM dialout_queue WHERE ended_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(open, 0, "the demo waits until its work has ended");
+}
+
+#[sqlx::test]
+async fn enqueue_validates_dedups_and_jobs_shows_it(pool: PgPool) {
+    let url = db_url(&pool).await;
+    let u = url.clone();
+    let (first, again, bad, listing) = tokio::task::spawn_blocking(move || {
+        let first = dialout(
+            Some(&u),
+            &["enqueue", "noop", "{}", "--dedup-key", "k1"],
+            &[],
+        );
+        let again = dialout(
+            Some(&u),
+            &["enqueue", "noop", "{}", "--dedup-key", "k1"],
+            &[],
+        );
+        let bad = dialout(Some(&u), &["enqueue", "fax", "{}"], &[]);
+        let listing = dialout(Some(&u), &["jobs"], &[]);
+        (first, again, bad, listing)
+    })
+    .await
+    .unwrap();
+    assert!(first.status.success());
+    let id: i64 = stdout(&first).trim().parse().expect("the new job's id");
+    assert!(
+        stdout(&again).contains("already exists"),
+        "{}",
+        stdout(&again)
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown job kind 'fax'"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(stdout(&listing).contains("queued"), "{}", stdout(&listing));
+    let job =
+        tokio::task::spawn_blocking(move || dialout(Some(&url), &["job", &id.to_string()], &[]))
+            .await
+            .unwrap();
+    let row: serde_json::Value = serde_json::from_slice(&job.stdout).expect("job prints JSON");
+    assert_eq!(row["id"], id);
+    assert_eq!(row["status"], "queued");
+    assert_eq!(row["dedup_key"], "k1");
+}
+
+#[test]
+fn without_database_url_a_private_postgresql_is_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let pgdir = dir.path().join("pg");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+        .to_string();
+    let env = [
+        ("DIALOUT__DATABASE__LOCAL_DIR", pgdir.to_str().unwrap()),
+        ("DIALOUT__DATABASE__LOCAL_PORT", port.as_str()),
+    ];
+    let out = dialout(None, &["enqueue", "noop"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("using a private PostgreSQL"), "{stderr}");
+    let out = dialout(None, &["jobs"], &env);
+    assert!(stdout(&out).contains("noop"), "{}", stdout(&out));
+    let pg = dialout::local_pg::LocalPg::new(&pgdir, port.parse().unwrap()).unwrap();
+    pg.stop().unwrap();
+}
