@@ -25,6 +25,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub retention: RetentionSettings,
     pub log: LogSettings,
+    pub roster: RosterSettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,
 }
@@ -58,6 +59,14 @@ pub struct WorkerSettings {
 pub struct RetentionSettings {
     pub keep_hours: u64,
     pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RosterSettings {
+    pub email_domain: String,
+    pub initial_password: Secret,
+    pub roster_dir: String,
+    pub max_line_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -60,11 +60,33 @@ enum Command {
     Job { id: i64 },
     /// Enqueue sample work, run a worker until it is done, print the table.
     Demo,
+    /// Moodle rosters, offline or from a finished roster_import job.
+    Roster {
+        #[command(subcommand)]
+        what: RosterCommand,
+    },
     /// Benchmarks (figures printed, never asserted).
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum RosterCommand {
+    /// Convert a roster file to Moodle's upload-users CSV on stdout (the report goes
+    /// to stderr, with a progress line for large files).
+    Convert {
+        roster: PathBuf,
+        /// Domain for generated addresses (default: roster.email_domain).
+        #[arg(long)]
+        email_domain: Option<String>,
+        /// auto, seed, csv or tsv.
+        #[arg(long, default_value = "auto")]
+        format: String,
+    },
+    /// Write a finished roster_import job's CSV to stdout.
+    Fetch { job_id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +97,14 @@ enum BenchCommand {
         jobs: u64,
         #[arg(long, default_value_t = 200)]
         latency_samples: usize,
+        /// Also drain this many (0: skip), to see how the queue holds up as rows pile up.
+        #[arg(long, default_value_t = 100_000)]
+        large: u64,
+    },
+    /// Convert a generated roster of this many rows with the offline path.
+    Roster {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
     },
 }
 
@@ -117,7 +147,7 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
         Command::Worker => {
             let pool = app::pool(settings)?;
             let shutdown = app::shutdown_on_signals();
-            Worker::new(settings.clone(), pool, jobs::registry())
+            Worker::new(settings.clone(), pool, jobs::registry(settings)?)
                 .run(shutdown)
                 .await?;
         }
@@ -179,6 +209,7 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
             BenchCommand::Queue {
                 jobs,
                 latency_samples,
+                large,
             } => {
                 let admin = app::database_url(settings)?;
                 println!("{}", bench::queue::drain(settings, &admin, jobs).await?);
@@ -186,8 +217,82 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
                     "{}",
                     bench::queue::latency(settings, &admin, latency_samples).await?
                 );
+                if large > 0 {
+                    println!("{}", bench::queue::drain(settings, &admin, large).await?);
+                }
+            }
+            BenchCommand::Roster { rows } => {
+                let report = tokio::task::spawn_blocking(move || {
+                    jobs::roster::bench::run(rows).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| AppError::Usage(e.to_string()))?
+                .map_err(AppError::Usage)?;
+                println!("{report}");
             }
         },
+        Command::Roster { what } => roster(what, settings).await?,
+    }
+    Ok(())
+}
+
+async fn roster(what: RosterCommand, settings: &mut Settings) -> Result<(), AppError> {
+    use std::io::{IsTerminal, Write};
+    match what {
+        RosterCommand::Convert {
+            roster,
+            email_domain,
+            format,
+        } => {
+            let mut options = jobs::roster_options(settings)?;
+            if let Some(d) = email_domain {
+                options.email_domain = Some(
+                    jobs::roster::EmailDomain::parse(&d)
+                        .map_err(|e| AppError::Usage(e.to_string()))?,
+                );
+            }
+            options.format =
+                serde_json::from_value(Value::String(format.clone())).map_err(|_| {
+                    AppError::Usage(format!("unknown format {format:?}: auto, seed, csv or tsv"))
+                })?;
+            let show_progress = std::io::stderr().is_terminal();
+            let report = tokio::task::spawn_blocking(move || {
+                let stdout = std::io::stdout().lock();
+                jobs::roster::convert_file(
+                    &roster,
+                    std::io::BufWriter::new(stdout),
+                    &options,
+                    show_progress,
+                )
+            })
+            .await
+            .map_err(|e| AppError::Usage(e.to_string()))?
+            .map_err(|e| AppError::Usage(e.to_string()))?;
+            eprintln!("{report}");
+        }
+        RosterCommand::Fetch { job_id } => {
+            let pool = app::pool(settings)?;
+            let row: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT status::text, result->>'csv' FROM dialout_queue WHERE id = $1 AND kind = 'roster_import'",
+            )
+            .bind(job_id)
+            .fetch_optional(&pool)
+            .await?;
+            match row {
+                Some((_, Some(csv))) => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(csv.as_bytes())
+                        .and_then(|()| out.flush())
+                        .map_err(|e| AppError::Usage(format!("writing the CSV: {e}")))?;
+                }
+                Some((status, None)) => {
+                    return Err(AppError::Usage(format!(
+                        "roster_import job {job_id} has no CSV (status {status})"
+                    )));
+                }
+                None => return Err(AppError::Usage(format!("no roster_import job {job_id}"))),
+            }
+        }
     }
     Ok(())
 }
@@ -217,8 +322,8 @@ fn parse_status(s: &str) -> Result<JobStatus, AppError> {
 
 fn print_jobs(rows: &[status::JobRow]) {
     println!(
-        "{:>8}  {:<15} {:<20} {:>8}  {:<20} {}",
-        "id", "kind", "status", "attempts", "worker", "last_error / result"
+        "{:>8}  {:<15} {:<20} {:>8}  {:<20} last_error / result",
+        "id", "kind", "status", "attempts", "worker"
     );
     for j in rows {
         let detail = j
@@ -274,9 +379,9 @@ async fn demo(settings: &mut Settings) -> Result<(), AppError> {
     let mut worker_settings = settings.clone();
     worker_settings.worker.retry_base_ms = 200;
     worker_settings.worker.retry_max_ms = 1000;
-    worker_settings.worker.kinds = vec!["noop".into()];
+    worker_settings.worker.kinds = vec!["noop".into(), "roster_import".into()];
     let stop = tokio_util::sync::CancellationToken::new();
-    let worker = Worker::new(worker_settings, pool.clone(), jobs::registry());
+    let worker = Worker::new(worker_settings, pool.clone(), jobs::registry(settings)?);
     let handle = tokio::spawn(worker.run(stop.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {

@@ -27,7 +27,15 @@ async fn listening(pool: &PgPool, n: i64) {
 async fn four_worker_processes_drain_20000_jobs_exactly_once(pool: PgPool) {
     let url = db_url(&pool).await;
     let workers: Vec<WorkerProcess> = (1..=4)
-        .map(|i| WorkerProcess::spawn(&url, &format!("w{i}"), &[]))
+        // Leases long enough that a CPU-starved CI machine running the whole suite
+        // in parallel does not lose them: this test is about sharing, not rescue.
+        .map(|i| {
+            WorkerProcess::spawn(
+                &url,
+                &format!("w{i}"),
+                &[("DIALOUT__WORKER__LEASE_MS", "5000")],
+            )
+        })
         .collect();
     listening(&pool, 4).await;
     sqlx::query(
@@ -53,6 +61,13 @@ async fn four_worker_processes_drain_20000_jobs_exactly_once(pool: PgPool) {
         .fetch_one(&pool)
         .await
         .unwrap();
+    let spread: Vec<(i32, i32, Option<String>, i64)> = sqlx::query_as(
+        "SELECT attempts, lost_leases, left(last_error, 60), count(*) FROM dialout_queue GROUP BY 1, 2, 3",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    eprintln!("attempts, lost leases, last error, jobs: {spread:?}");
     assert_eq!(finished, 20000);
     assert_eq!(effects, 20000, "every job's effect happened exactly once");
     assert_eq!(once, 20000);

@@ -100,7 +100,8 @@ async fn start_worker(
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let mut settings = settings.clone();
     settings.worker.kinds = vec!["noop".into()];
-    let worker = Worker::new(settings, pool.clone(), crate::jobs::registry());
+    let registry = crate::jobs::registry(&settings).unwrap_or_default();
+    let worker = Worker::new(settings, pool.clone(), registry);
     let stop = CancellationToken::new();
     let token = stop.clone();
     let handle = tokio::spawn(async move {

@@ -2,10 +2,35 @@
 //! under the name applications put in `dialout_queue.kind`.
 
 pub mod noop;
+pub mod roster;
 
+use crate::config::{ConfigError, Settings};
 use crate::worker::Registry;
 
 /// Every kind this build can run. Which ones a replica leases is `worker.kinds`.
-pub fn registry() -> Registry {
-    Registry::new().with("noop", noop::Noop)
+pub fn registry(settings: &Settings) -> Result<Registry, ConfigError> {
+    Ok(Registry::new().with("noop", noop::Noop).with(
+        "roster_import",
+        roster::RosterImport::new(roster_options(settings)?),
+    ))
+}
+
+/// The converter's defaults from `[roster]`.
+pub fn roster_options(settings: &Settings) -> Result<roster::ConvertOptions, ConfigError> {
+    let r = &settings.roster;
+    let rule =
+        |what: &str, e: &dyn std::fmt::Display| ConfigError::Rule(format!("roster.{what}: {e}"));
+    Ok(roster::ConvertOptions {
+        email_domain: (!r.email_domain.is_empty())
+            .then(|| roster::EmailDomain::parse(&r.email_domain))
+            .transpose()
+            .map_err(|e| rule("email_domain", &e))?,
+        initial_password: (!r.initial_password.is_empty())
+            .then(|| roster::InitialPassword::parse(r.initial_password.expose()))
+            .transpose()
+            .map_err(|e| rule("initial_password", &e))?,
+        roster_dir: (!r.roster_dir.is_empty()).then(|| r.roster_dir.clone().into()),
+        max_line_bytes: r.max_line_bytes,
+        ..roster::ConvertOptions::default()
+    })
 }

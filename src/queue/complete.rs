@@ -8,13 +8,14 @@
 //! A database that is away is retried with backoff: outcomes wait in memory, never lost.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{JobStatus, Lease, is_transient};
@@ -107,26 +108,43 @@ impl Completer {
     }
 }
 
+/// Writers in flight at once: one can be in the database while the next batch
+/// gathers, and the second core of the database gets work.
+const WRITERS: usize = 2;
+
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, pacing: RetryPacing) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let slots = Arc::new(Semaphore::new(WRITERS));
+    let closing = Arc::new(AtomicBool::new(false));
     loop {
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            closing.store(true, Ordering::SeqCst);
+            break;
         }
-        let (hooked, plain): (Vec<Request>, Vec<Request>) =
-            batch.drain(..).partition(|r| r.hook.is_some());
-        if !plain.is_empty() {
-            write_plain(&pool, plain, &rx, pacing).await;
-        }
-        for request in hooked {
-            write_hooked(&pool, request, &rx, pacing).await;
-        }
+        let pool = pool.clone();
+        let closing = closing.clone();
+        tokio::spawn(async move {
+            let (hooked, plain): (Vec<Request>, Vec<Request>) =
+                batch.into_iter().partition(|r| r.hook.is_some());
+            if !plain.is_empty() {
+                write_plain(&pool, plain, &closing, pacing).await;
+            }
+            for request in hooked {
+                write_hooked(&pool, request, &closing, pacing).await;
+            }
+            drop(permit);
+        });
     }
+    // Every sender is gone: wait for the writes still under way.
+    let _ = slots.acquire_many(WRITERS as u32).await;
 }
 
 /// Retries `op` while the database is away. `Err` carries a permanent error.
 async fn with_retry<T, F, Fut>(
-    rx: &mpsc::Receiver<Request>,
+    closing: &AtomicBool,
     pacing: RetryPacing,
     mut op: F,
 ) -> Result<Option<T>, sqlx::Error>
@@ -140,7 +158,7 @@ where
         match op().await {
             Ok(v) => return Ok(Some(v)),
             Err(e) if is_transient(&e) => {
-                if rx.is_closed() {
+                if closing.load(Ordering::SeqCst) {
                     let since = *closed_since.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() >= pacing.drain_deadline {
                         tracing::error!(error = %e, "database still away at shutdown; leaving outcomes to lease expiry");
@@ -159,35 +177,30 @@ where
 async fn write_plain(
     pool: &PgPool,
     requests: Vec<Request>,
-    rx: &mpsc::Receiver<Request>,
+    closing: &AtomicBool,
     pacing: RetryPacing,
 ) {
     let rows = Rows::from(&requests);
-    match with_retry(rx, pacing, || rows.write(pool)).await {
+    match with_retry(closing, pacing, || rows.write(pool)).await {
         Ok(Some(written)) => reply_all(requests, &written),
         Ok(None) => abandon(requests),
         Err(e) if requests.len() > 1 => {
             // One bad row (say, a result jsonb refuses) must not sink the others.
             tracing::warn!(error = %e, "batch write refused; writing rows one by one");
             for request in requests {
-                Box::pin(write_plain(pool, vec![request], rx, pacing)).await;
+                Box::pin(write_plain(pool, vec![request], closing, pacing)).await;
             }
         }
         Err(e) => {
             let request = requests.into_iter().next();
             if let Some(request) = request {
-                record_unwritable(pool, request, &e, rx, pacing).await;
+                record_unwritable(pool, request, &e, closing, pacing).await;
             }
         }
     }
 }
 
-async fn write_hooked(
-    pool: &PgPool,
-    request: Request,
-    rx: &mpsc::Receiver<Request>,
-    pacing: RetryPacing,
-) {
+async fn write_hooked(pool: &PgPool, request: Request, closing: &AtomicBool, pacing: RetryPacing) {
     let rows = Rows::from(std::slice::from_ref(&request));
     let Some(hook) = request.hook.clone() else {
         return;
@@ -203,10 +216,10 @@ async fn write_hooked(
         tx.commit().await?;
         Ok(written)
     };
-    match with_retry(rx, pacing, attempt).await {
+    match with_retry(closing, pacing, attempt).await {
         Ok(Some(written)) => reply_all(vec![request], &written),
         Ok(None) => abandon(vec![request]),
-        Err(e) => record_unwritable(pool, request, &e, rx, pacing).await,
+        Err(e) => record_unwritable(pool, request, &e, closing, pacing).await,
     }
 }
 
@@ -216,7 +229,7 @@ async fn record_unwritable(
     pool: &PgPool,
     request: Request,
     cause: &sqlx::Error,
-    rx: &mpsc::Receiver<Request>,
+    closing: &AtomicBool,
     pacing: RetryPacing,
 ) {
     tracing::error!(job = request.lease.id, error = %cause, "outcome refused by the database");
@@ -232,7 +245,7 @@ async fn record_unwritable(
         reply: request.reply,
     };
     let rows = Rows::from(std::slice::from_ref(&fallback));
-    match with_retry(rx, pacing, || rows.write(pool)).await {
+    match with_retry(closing, pacing, || rows.write(pool)).await {
         Ok(Some(written)) => reply_all(vec![fallback], &written),
         _ => abandon(vec![fallback]),
     }

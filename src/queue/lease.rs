@@ -9,7 +9,8 @@ use super::{JobStatus, Lease, LeasedJob, QueueError};
 
 /// Leases up to `limit` ready jobs of `kind` for `worker_id`, each with a fresh token.
 /// `SKIP LOCKED` lets any number of replicas run this at once without waiting on
-/// each other or taking the same row.
+/// each other or taking the same row. `= ANY(ARRAY(...))` keeps the plan on the
+/// primary key: a join here lets the planner hash the whole table, which grows with it.
 pub async fn lease_jobs(
     pool: &PgPool,
     kind: &str,
@@ -18,20 +19,19 @@ pub async fn lease_jobs(
     lease: Duration,
 ) -> Result<Vec<LeasedJob>, sqlx::Error> {
     sqlx::query_as::<_, LeasedJob>(
-        "WITH next AS ( \
-             SELECT id FROM dialout_queue \
-             WHERE status = 'queued' AND kind = $1 AND run_at <= now() \
-             ORDER BY priority DESC, run_at, id \
-             LIMIT $2 \
-             FOR UPDATE SKIP LOCKED) \
-         UPDATE dialout_queue AS q SET \
+        "UPDATE dialout_queue AS q SET \
              status = 'trying', \
              attempts = q.attempts + 1, \
              lease_token = gen_random_uuid(), \
              lease_expires_at = now() + $4 * interval '1 millisecond', \
              worker_id = $3, \
              started_at = coalesce(q.started_at, now()) \
-         FROM next WHERE q.id = next.id \
+         WHERE q.id = ANY(ARRAY( \
+             SELECT id FROM dialout_queue \
+             WHERE status = 'queued' AND kind = $1 AND run_at <= now() \
+             ORDER BY priority DESC, run_at, id \
+             LIMIT $2 \
+             FOR UPDATE SKIP LOCKED)) \
          RETURNING q.id, q.kind, q.payload, q.attempts, q.max_attempts, q.lease_token, q.needs_recovery",
     )
     .bind(kind)

@@ -10,15 +10,24 @@ use super::StopReason;
 use super::job::StopSignal;
 use crate::queue::{Lease, LeasedJob};
 
-/// Every lease held (leased, waiting in a channel, or running), with its stop signal.
+/// Every lease held (leased, waiting in a channel, running, or being recorded), with
+/// its stop signal.
 #[derive(Default)]
 pub(super) struct Leases {
-    held: Mutex<HashMap<i64, (Lease, StopSignal)>>,
+    held: Mutex<HashMap<i64, Held>>,
     handed_back: AtomicUsize,
 }
 
+struct Held {
+    lease: Lease,
+    stop: StopSignal,
+    /// The handler returned; the outcome is on its way to the database. Heartbeats
+    /// leave it alone, so they never queue behind the completer's row locks.
+    recording: bool,
+}
+
 impl Leases {
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (Lease, StopSignal)>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Held>> {
         // A panic while holding this lock cannot leave the map half-written.
         self.held
             .lock()
@@ -26,16 +35,22 @@ impl Leases {
     }
 
     pub(super) fn insert(&self, job: &LeasedJob) {
-        self.held()
-            .insert(job.id, (job.lease(), StopSignal::default()));
+        self.held().insert(
+            job.id,
+            Held {
+                lease: job.lease(),
+                stop: StopSignal::default(),
+                recording: false,
+            },
+        );
     }
 
     pub(super) fn signal(&self, id: i64) -> Option<StopSignal> {
-        self.held().get(&id).map(|(_, s)| s.clone())
+        self.held().get(&id).map(|h| h.stop.clone())
     }
 
-    pub(super) fn contains(&self, id: i64) -> bool {
-        self.held().contains_key(&id)
+    pub(super) fn is_running(&self, id: i64) -> bool {
+        self.held().get(&id).is_some_and(|h| !h.recording)
     }
 
     pub(super) fn remove(&self, id: i64) {
@@ -43,26 +58,37 @@ impl Leases {
     }
 
     pub(super) fn stop(&self, id: i64, reason: StopReason) {
-        if let Some((_, s)) = self.held().get(&id) {
-            s.stop(reason);
+        if let Some(h) = self.held().get(&id) {
+            h.stop.stop(reason);
         }
     }
 
     /// Asks every held job to stop; returns how many there were.
     pub(super) fn stop_all(&self, reason: StopReason) -> usize {
         let held = self.held();
-        for (_, s) in held.values() {
-            s.stop(reason);
+        for h in held.values() {
+            h.stop.stop(reason);
         }
         held.len()
     }
 
+    pub(super) fn recording(&self, id: i64) {
+        if let Some(h) = self.held().get_mut(&id) {
+            h.recording = true;
+        }
+    }
+
+    /// The leases a heartbeat should renew.
     pub(super) fn snapshot(&self) -> Vec<Lease> {
-        self.held().values().map(|(l, _)| *l).collect()
+        self.held()
+            .values()
+            .filter(|h| !h.recording)
+            .map(|h| h.lease)
+            .collect()
     }
 
     pub(super) fn take_all(&self) -> Vec<Lease> {
-        self.held().drain().map(|(_, (l, _))| l).collect()
+        self.held().drain().map(|(_, h)| h.lease).collect()
     }
 
     pub(super) fn count_handed_back(&self) {

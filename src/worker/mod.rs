@@ -372,6 +372,10 @@ async fn execute(
             tracing::debug!(outcome = ?outcome.kind, "attempt ended");
             outcome
         };
+        // The handler is done: its slot may take the next job while this outcome is
+        // written, so leasing and completing overlap.
+        shared.leases.recording(lease.id);
+        slot.release(1);
         let write = to_write(&shared, &outcome, stop.reason(), attempts);
         let result = match write {
             Some(write) => {
@@ -388,7 +392,6 @@ async fn execute(
             );
         }
         shared.leases.remove(lease.id);
-        slot.release(1);
     }
     .instrument(span)
     .await
@@ -490,8 +493,8 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
                     shared.leases.stop(id, StopReason::Cancelled);
                 }
                 for id in beat.lost {
-                    // Completed between the snapshot and the beat, or really lost.
-                    if shared.leases.contains(id) {
+                    // Recorded between the snapshot and the beat, or really lost.
+                    if shared.leases.is_running(id) {
                         shared.leases.stop(id, StopReason::LeaseLost);
                     }
                 }

@@ -53,7 +53,8 @@ pub fn logs() {
 
 pub fn start_worker(pool: &PgPool, settings: Settings) -> RunningWorker {
     logs();
-    let worker = Worker::new(settings, pool.clone(), dialout::jobs::registry());
+    let registry = dialout::jobs::registry(&settings).expect("registry");
+    let worker = Worker::new(settings, pool.clone(), registry);
     let stop = CancellationToken::new();
     let token = stop.clone();
     let handle = tokio::spawn(async move { worker.run(token).await.expect("worker runs") });

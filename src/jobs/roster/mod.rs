@@ -1,0 +1,504 @@
+//! `roster_import`: a tutor's roster into the CSV Moodle's "Upload users" page takes
+//! (issue 5).
+//!
+//! Pure and streaming: [`convert`] reads line by line and writes rows as it goes; only the
+//! set of taken usernames and addresses (8-byte hashes) grows with the roster. The job
+//! wrapper parses its payload with [`RosterPayload::parse`] and calls
+//! [`RosterPayload::convert`]; the offline command calls [`convert_file`].
+//!
+//! Rules the issue left open, decided here:
+//! - Seed layout: the email slot (a word with `@`, a "no tiene"-style marker, or the blog's
+//!   "[email protected]") separates the name from the department. Name words split as
+//!   2 → 1+1, 3 → 1+2, 4+ → (n−2)+2, with particles ("de la") glued to the next word.
+//!   Without any email slot the whole line is the name (≤ 4 words) and a warning is
+//!   reported.
+//! - Generated addresses are forename + last name, letters and digits only
+//!   ("unboludo@domain", as the seed's script did), made unique like usernames
+//!   (`juanperez2@…`) because Moodle refuses a second account with the same address by
+//!   default (`allowaccountssameemail` off). A *given* address used twice is kept and
+//!   warned about.
+//! - Line numbers are physical lines of the input (header and blank lines counted), as a
+//!   text editor shows them.
+//! - Encoding is decided per line (UTF-8, else Windows-1252), see `reader`.
+//! - No `password` column unless [`ConvertOptions::initial_password`] is configured; the
+//!   job payload cannot set one.
+//! - Report lists keep the first [`ConvertOptions::max_report_entries`] items and count
+//!   the rest, so the report is bounded too.
+
+mod job;
+mod reader;
+mod report;
+mod rows;
+mod rules;
+mod writer;
+
+pub mod bench;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use reader::{Cells, Header, Line, LineReader};
+pub use report::{EmailProblem, Entries, GeneratedEmail, Rejected, Renamed, Report, Warning};
+use rows::Converter;
+pub use rules::{
+    EmailDomain, InitialPassword, InvalidEmailDomain, InvalidPassword, InvalidUsername, Username,
+};
+use writer::MoodleCsv;
+
+pub use job::RosterImport;
+
+/// Layout of the roster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// CSV/TSV when the first line is a header naming the person, else the seed layout.
+    #[default]
+    Auto,
+    /// `N Forename Surname [email] Department…`, whitespace separated, no header.
+    Seed,
+    /// Comma- or semicolon-separated (Spanish Excel writes `;`) with a header row.
+    Csv,
+    /// Tab-separated with a header row.
+    Tsv,
+}
+
+/// Default cap on one line (or one multi-line quoted CSV record).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+/// Default cap on each list in the report.
+pub const DEFAULT_MAX_REPORT_ENTRIES: usize = 1000;
+/// Cap on an inline roster in a job payload.
+pub const MAX_INLINE_ROSTER_BYTES: usize = 32 * 1024 * 1024;
+/// Cap on `existing_usernames` in a job payload.
+pub const MAX_EXISTING_USERNAMES: usize = 1_000_000;
+
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    pub format: Format,
+    /// Where generated addresses go. Without it, rows lacking a valid address are rejected.
+    pub email_domain: Option<EmailDomain>,
+    /// Adds a `password` column. Configuration only, never per job: a shared plaintext
+    /// password should not sit in the jobs table. Default `None`, so Moodle's "Create
+    /// password if needed and send via email" applies.
+    pub initial_password: Option<InitialPassword>,
+    /// Usernames already in Moodle; new ones get a suffix instead (compared lower-cased).
+    pub existing_usernames: Vec<String>,
+    pub max_line_bytes: usize,
+    pub max_report_entries: usize,
+    /// When set, a payload `path` must be relative and stay inside this directory.
+    pub roster_dir: Option<PathBuf>,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        Self {
+            format: Format::Auto,
+            email_domain: None,
+            initial_password: None,
+            existing_usernames: Vec::new(),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_report_entries: DEFAULT_MAX_REPORT_ENTRIES,
+            roster_dir: None,
+        }
+    }
+}
+
+/// Failures where nothing usable came out. Rejected rows are not errors: they are in the
+/// [`Report`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("cannot open roster {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("roster path {0} is outside the roster directory")]
+    PathOutsideRosterDir(PathBuf),
+    #[error("cannot read roster: {0}")]
+    Read(#[source] io::Error),
+    #[error("cannot write CSV: {0}")]
+    Write(#[source] io::Error),
+    #[error("not a text roster: {0}")]
+    Binary(&'static str),
+    #[error("roster is empty")]
+    Empty,
+    #[error("roster has a header but no rows")]
+    HeaderOnly,
+    #[error("{0}")]
+    Header(String),
+    #[error("no usable rows: all {} rows were rejected", .0.rows_in)]
+    NothingUsable(Box<Report>),
+}
+
+/// Where the payload's roster is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RosterSource {
+    Inline(String),
+    Path(PathBuf),
+}
+
+/// A `roster_import` job's payload, parsed.
+#[derive(Debug, Clone)]
+pub struct RosterPayload {
+    pub source: RosterSource,
+    pub format: Format,
+    pub email_domain: Option<EmailDomain>,
+    pub existing_usernames: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("roster_import payload is not valid: {0}")]
+    Shape(String),
+    #[error(
+        "roster_import payload needs exactly one of \"roster\" (inline text) or \"path\"; it has {0}"
+    )]
+    Source(&'static str),
+    #[error("inline roster is {0} bytes; the limit is {MAX_INLINE_ROSTER_BYTES}")]
+    TooLarge(usize),
+    #[error("\"existing_usernames\" has {0} entries; the limit is {MAX_EXISTING_USERNAMES}")]
+    TooManyUsernames(usize),
+    #[error("\"email_domain\": {0}")]
+    EmailDomain(#[from] InvalidEmailDomain),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPayload {
+    roster: Option<String>,
+    path: Option<PathBuf>,
+    #[serde(default)]
+    format: Format,
+    email_domain: Option<String>,
+    #[serde(default)]
+    existing_usernames: Vec<String>,
+}
+
+impl RosterPayload {
+    /// # Errors
+    /// Unknown fields, wrong types, both or neither of `roster`/`path`, an empty path, an
+    /// oversized roster, or an invalid `email_domain`.
+    pub fn parse(value: &serde_json::Value) -> Result<Self, PayloadError> {
+        let raw = RawPayload::deserialize(value).map_err(|e| PayloadError::Shape(e.to_string()))?;
+        let source = match (raw.roster, raw.path) {
+            (Some(_), Some(_)) => return Err(PayloadError::Source("both")),
+            (None, None) => return Err(PayloadError::Source("neither")),
+            (Some(r), None) if r.len() > MAX_INLINE_ROSTER_BYTES => {
+                return Err(PayloadError::TooLarge(r.len()));
+            }
+            (Some(r), None) => RosterSource::Inline(r),
+            (None, Some(p)) if p.as_os_str().is_empty() => {
+                return Err(PayloadError::Source("an empty \"path\""));
+            }
+            (None, Some(p)) => RosterSource::Path(p),
+        };
+        if raw.existing_usernames.len() > MAX_EXISTING_USERNAMES {
+            return Err(PayloadError::TooManyUsernames(raw.existing_usernames.len()));
+        }
+        let email_domain = raw
+            .email_domain
+            .as_deref()
+            .map(EmailDomain::parse)
+            .transpose()?;
+        Ok(Self {
+            source,
+            format: raw.format,
+            email_domain,
+            existing_usernames: raw.existing_usernames,
+        })
+    }
+
+    /// `defaults` (from configuration) overridden by what the job says.
+    pub fn options(&self, defaults: &ConvertOptions) -> ConvertOptions {
+        let mut o = defaults.clone();
+        if self.format != Format::Auto {
+            o.format = self.format;
+        }
+        if let Some(d) = &self.email_domain {
+            o.email_domain = Some(d.clone());
+        }
+        o.existing_usernames
+            .extend(self.existing_usernames.iter().cloned());
+        o
+    }
+
+    /// Converts the payload's roster into `out`.
+    ///
+    /// # Errors
+    /// As [`convert`], plus opening the file and [`ConvertError::PathOutsideRosterDir`].
+    pub fn convert<W: Write>(
+        &self,
+        out: W,
+        defaults: &ConvertOptions,
+    ) -> Result<Report, ConvertError> {
+        let options = self.options(defaults);
+        match &self.source {
+            RosterSource::Inline(text) => convert(text.as_bytes(), out, &options, |_| {}),
+            RosterSource::Path(p) => {
+                let path = resolve_path(p, options.roster_dir.as_deref())?;
+                let file = File::open(&path).map_err(|source| ConvertError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                convert(
+                    BufReader::with_capacity(256 * 1024, file),
+                    out,
+                    &options,
+                    |_| {},
+                )
+            }
+        }
+    }
+}
+
+fn resolve_path(p: &Path, root: Option<&Path>) -> Result<PathBuf, ConvertError> {
+    let Some(root) = root else {
+        return Ok(p.to_owned());
+    };
+    if p.components().all(|c| matches!(c, Component::Normal(_))) {
+        Ok(root.join(p))
+    } else {
+        Err(ConvertError::PathOutsideRosterDir(p.to_owned()))
+    }
+}
+
+/// How far a conversion got, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub bytes_read: u64,
+    pub rows_read: u64,
+}
+
+/// Converts a roster into a Moodle upload-users CSV, streaming.
+///
+/// `progress` is called about every 256 KiB of input and once at the end.
+///
+/// # Errors
+/// Only when nothing usable came out: unreadable input, a binary file, an empty or
+/// header-only roster, a header that names no person, every row rejected, or a write
+/// error. Nothing is written to `output` in the first cases (the CSV header is only
+/// flushed with rows).
+pub fn convert<R: BufRead, W: Write>(
+    input: R,
+    output: W,
+    options: &ConvertOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<Report, ConvertError> {
+    let mut lines = LineReader::new(input, options.max_line_bytes.max(256));
+    let head = lines.peek().map_err(ConvertError::Read)?;
+    if let Some(what) = reader::sniff_binary(head) {
+        return Err(ConvertError::Binary(what));
+    }
+    let mut c = Converter::new(options);
+    let mut csv = MoodleCsv::new(
+        output,
+        options.initial_password.as_ref().map(|p| p.expose()),
+    );
+    csv.header().map_err(ConvertError::Write)?;
+
+    let mut layout: Option<Option<Header>> = None; // Some(None) = seed layout
+    let mut pending = String::new(); // an open quoted CSV record
+    let mut pending_line = 0u64;
+    let mut next_progress = 0u64;
+
+    while let Some((line_no, line)) = lines.next_line().map_err(ConvertError::Read)? {
+        let (text, cp1252) = match line {
+            Line::Text { text, cp1252 } => (text, cp1252),
+            bad => {
+                if !pending.is_empty() {
+                    pending.clear();
+                    c.reject(pending_line, "quoted field not closed".into());
+                }
+                let why = match bad {
+                    Line::TooLong => format!("line longer than {} bytes", options.max_line_bytes),
+                    _ => "line contains control characters (binary data?)".into(),
+                };
+                c.reject(line_no, why);
+                continue;
+            }
+        };
+        if cp1252 {
+            c.report.windows_1252_lines += 1;
+        }
+        if text.trim_start().is_empty() && pending.is_empty() {
+            continue;
+        }
+        let header = match &layout {
+            Some(h) => h,
+            None => {
+                let detected = detect(text, options.format, &mut c.cells)?;
+                if let Some(h) = &detected {
+                    c.report.format = if h.delimiter == b'\t' {
+                        Format::Tsv
+                    } else {
+                        Format::Csv
+                    };
+                    c.report.ignored_columns.clone_from(&h.ignored);
+                } else {
+                    c.report.format = Format::Seed;
+                }
+                let is_header = detected.is_some();
+                layout = Some(detected);
+                if is_header {
+                    continue;
+                }
+                match &layout {
+                    Some(h) => h,
+                    None => continue,
+                }
+            }
+        };
+        match header {
+            None => c.seed_row(line_no, text),
+            Some(h) => {
+                let (record, start) = if pending.is_empty() {
+                    (text, line_no)
+                } else {
+                    pending.push('\n');
+                    pending.push_str(text);
+                    (pending.as_str(), pending_line)
+                };
+                match c.cells.split(record, h.delimiter) {
+                    Ok(()) => {
+                        c.delimited_row(start, h);
+                        pending.clear();
+                    }
+                    Err(reader::Unclosed) if record.len() < options.max_line_bytes => {
+                        if pending.is_empty() {
+                            pending.push_str(text);
+                            pending_line = line_no;
+                        }
+                    }
+                    Err(reader::Unclosed) => {
+                        pending.clear();
+                        c.reject(
+                            start,
+                            format!(
+                                "quoted field not closed within {} bytes",
+                                options.max_line_bytes
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        c.advance(&mut csv).map_err(ConvertError::Write)?;
+        if lines.bytes_read >= next_progress {
+            next_progress = lines.bytes_read + 256 * 1024;
+            progress(Progress {
+                bytes_read: lines.bytes_read,
+                rows_read: c.report.rows_in,
+            });
+        }
+    }
+    if !pending.is_empty() {
+        c.reject(
+            pending_line,
+            "quoted field not closed at end of file".into(),
+        );
+    }
+    c.finish_prev(&mut csv).map_err(ConvertError::Write)?;
+    progress(Progress {
+        bytes_read: lines.bytes_read,
+        rows_read: c.report.rows_in,
+    });
+    match layout {
+        None if c.report.rows_in == 0 => return Err(ConvertError::Empty),
+        Some(Some(_)) if c.report.rows_in == 0 => return Err(ConvertError::HeaderOnly),
+        _ => {}
+    }
+    if c.report.rows_out == 0 {
+        return Err(ConvertError::NothingUsable(Box::new(c.report)));
+    }
+    csv.finish().map_err(ConvertError::Write)?;
+    Ok(c.report)
+}
+
+/// Decides the layout from the first non-blank line: `Some(header)` for CSV/TSV (the line
+/// is the header), `None` for the seed layout (the line is data).
+fn detect(line: &str, format: Format, cells: &mut Cells) -> Result<Option<Header>, ConvertError> {
+    let candidates: &[u8] = match format {
+        Format::Seed => return Ok(None),
+        Format::Tsv => b"\t",
+        Format::Csv => b",;",
+        Format::Auto => b"\t;,",
+    };
+    for &d in candidates {
+        if let Some(h) = reader::parse_header(line, d, cells) {
+            return Ok(Some(h));
+        }
+    }
+    // In auto mode, a first line that has separators but no digit or '@' is a header we
+    // do not understand, not a person: say so instead of rejecting every row.
+    let looks_like_header = line.contains([',', ';', '\t'])
+        && !line.contains('@')
+        && !line.bytes().any(|b| b.is_ascii_digit());
+    if format != Format::Auto || looks_like_header {
+        let shown: String = line.chars().take(200).collect();
+        return Err(ConvertError::Header(format!(
+            "the header {shown:?} has no firstname and lastname (or nombre and apellido(s), or full name) columns"
+        )));
+    }
+    Ok(None)
+}
+
+/// Converts the roster file at `path` into `out` for `dialout roster convert`. With
+/// `show_progress`, files over 8 MiB get a progress line on stderr (at most 4 updates a
+/// second) and the summary is printed on stderr at the end.
+///
+/// # Errors
+/// As [`convert`], plus [`ConvertError::Open`].
+pub fn convert_file<W: Write>(
+    path: &Path,
+    out: W,
+    options: &ConvertOptions,
+    show_progress: bool,
+) -> Result<Report, ConvertError> {
+    let open_err = |source| ConvertError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(open_err)?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let input = BufReader::with_capacity(256 * 1024, file);
+    let started = Instant::now();
+    let mut last_shown: Option<Instant> = None;
+    let live = show_progress && total >= 8 * 1024 * 1024;
+    let result = convert(
+        input,
+        io::BufWriter::with_capacity(256 * 1024, out),
+        options,
+        |p| {
+            if !live {
+                return;
+            }
+            let now = Instant::now();
+            let done = p.bytes_read >= total;
+            if !done && last_shown.is_some_and(|t| now - t < Duration::from_millis(250)) {
+                return;
+            }
+            last_shown = Some(now);
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            eprint!(
+                "\rroster: {:.1}/{:.1} MiB ({:.0}%), {} rows, {:.0} rows/s   ",
+                mib(p.bytes_read),
+                mib(total),
+                100.0 * p.bytes_read as f64 / total.max(1) as f64,
+                p.rows_read,
+                p.rows_read as f64 / secs
+            );
+        },
+    );
+    if live {
+        eprintln!();
+    }
+    if show_progress {
+        match &result {
+            Ok(report) => eprint!("{report}"),
+            Err(ConvertError::NothingUsable(report)) => eprint!("{report}"),
+            Err(_) => {}
+        }
+    }
+    result
+}

@@ -1,0 +1,563 @@
+//! Bytes to rows: bounded line reading, encodings, binary sniffing, format detection,
+//! and the two layouts (the seed's whitespace layout and CSV/TSV with a header).
+//!
+//! Encoding is decided **per line**: a line that is valid UTF-8 is UTF-8, any other line
+//! is Windows-1252 (a superset of Latin-1 for printable text). That needs no look-ahead,
+//! keeps memory flat, and copes with files pasted together from two sources. The price:
+//! a Windows-1252 line that happens to be valid UTF-8 (only possible with sequences like
+//! "Ã±", which do not occur in real names) would be read as UTF-8.
+
+use std::io::{self, BufRead};
+use std::ops::Range;
+
+use super::rules::{is_no_email_marker, is_particle};
+
+/// Windows-1252 0x80..=0x9F; the five undefined bytes map to the C1 controls as in WHATWG.
+const CP1252_HIGH: [char; 32] = [
+    '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8D}', 'Ž', '\u{8F}',
+    '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9D}', 'ž', 'Ÿ',
+];
+
+pub(crate) fn decode_cp1252(bytes: &[u8], out: &mut String) {
+    out.clear();
+    out.reserve(bytes.len() + bytes.len() / 2);
+    for &b in bytes {
+        let c = match b {
+            0x80..=0x9F => CP1252_HIGH[usize::from(b - 0x80)],
+            _ => char::from(b),
+        };
+        out.push(c);
+    }
+}
+
+/// What a reader found first that means "this is not a roster".
+pub(crate) fn sniff_binary(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(b"PK\x03\x04") {
+        return Some("a ZIP archive (an .xlsx/.ods spreadsheet?); save it as CSV");
+    }
+    if head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0]) {
+        return Some("an old Excel/Office file (.xls); save it as CSV");
+    }
+    if head.starts_with(b"%PDF") {
+        return Some("a PDF document");
+    }
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        return Some("UTF-16 text; save it as UTF-8 or Windows-1252");
+    }
+    let sample = &head[..head.len().min(8192)];
+    if memchr::memchr(0, sample).is_some() {
+        return Some("binary data (it contains NUL bytes)");
+    }
+    let controls = sample
+        .iter()
+        .filter(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0C)) || b == 0x7F)
+        .count();
+    if controls * 20 > sample.len() {
+        return Some("binary data (too many control bytes)");
+    }
+    None
+}
+
+pub(crate) enum Line<'a> {
+    Text {
+        text: &'a str,
+        cp1252: bool,
+    },
+    /// Longer than the cap; the rest of it was skipped.
+    TooLong,
+    /// Contains NUL or other control bytes a text roster never has.
+    Garbage,
+}
+
+/// Reads lines of at most `max` bytes, reusing its buffers: memory stays flat whatever
+/// the file holds.
+pub(crate) struct LineReader<R> {
+    inner: R,
+    max: usize,
+    raw: Vec<u8>,
+    decoded: String,
+    pub(crate) bytes_read: u64,
+    pub(crate) line_no: u64,
+    /// The last line ended with a CR as the last byte of a read.
+    after_cr: bool,
+}
+
+impl<R: BufRead> LineReader<R> {
+    pub(crate) fn new(inner: R, max: usize) -> Self {
+        Self {
+            inner,
+            max,
+            raw: Vec::with_capacity(256),
+            decoded: String::with_capacity(256),
+            bytes_read: 0,
+            line_no: 0,
+            after_cr: false,
+        }
+    }
+
+    pub(crate) fn peek(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    /// Next line (1-based number, text without terminator), `None` at end of input.
+    /// Lines end with LF, CRLF, or a lone CR (old Mac spreadsheets' "CSV (Macintosh)").
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
+        self.raw.clear();
+        if std::mem::take(&mut self.after_cr) {
+            // The LF of a CRLF split across two reads.
+            let buf = loop {
+                match self.inner.fill_buf() {
+                    Ok(b) => break b,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            if buf.first() == Some(&b'\n') {
+                self.inner.consume(1);
+                self.bytes_read += 1;
+            }
+        }
+        let mut too_long = false;
+        let mut any = false;
+        loop {
+            let buf = match self.inner.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                if !any {
+                    return Ok(None);
+                }
+                break;
+            }
+            any = true;
+            let (chunk, used, done) = match memchr::memchr2(b'\n', b'\r', buf) {
+                Some(i) if buf[i] == b'\n' => (&buf[..i], i + 1, true),
+                Some(i) if buf.get(i + 1) == Some(&b'\n') => (&buf[..i], i + 2, true),
+                Some(i) => {
+                    // A CR at the end of the buffer may be followed by an LF in the next.
+                    self.after_cr = i + 1 == buf.len();
+                    (&buf[..i], i + 1, true)
+                }
+                None => (buf, buf.len(), false),
+            };
+            if !too_long {
+                if self.raw.len() + chunk.len() > self.max {
+                    too_long = true;
+                } else {
+                    self.raw.extend_from_slice(chunk);
+                }
+            }
+            self.inner.consume(used);
+            self.bytes_read += used as u64;
+            if done {
+                break;
+            }
+        }
+        self.line_no += 1;
+        if too_long {
+            return Ok(Some((self.line_no, Line::TooLong)));
+        }
+        let mut bytes: &[u8] = &self.raw;
+        if self.line_no == 1 {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        // Branch-free fold so it vectorises: this runs on every byte of the input.
+        let garbage = bytes.iter().fold(false, |acc, &b| {
+            acc | ((b < 0x20) & (b != b'\t') & (b != 0x0C)) | (b == 0x7F)
+        });
+        if garbage {
+            return Ok(Some((self.line_no, Line::Garbage)));
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Ok(Some((
+                self.line_no,
+                Line::Text {
+                    text: text.trim_end(),
+                    cp1252: false,
+                },
+            ))),
+            Err(_) => {
+                decode_cp1252(bytes, &mut self.decoded);
+                Ok(Some((
+                    self.line_no,
+                    Line::Text {
+                        text: self.decoded.trim_end(),
+                        cp1252: true,
+                    },
+                )))
+            }
+        }
+    }
+}
+
+/// A column of a CSV/TSV header the converter uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    Firstname,
+    Lastname,
+    /// A separate second-surname column ("apellido2", "segundo apellido").
+    Lastname2,
+    /// Whole name in one column: "García López, María José" or "María José García López".
+    Fullname,
+    Email,
+    Department,
+}
+
+fn field_for_header(cell: &str) -> Option<Field> {
+    let mut key = String::with_capacity(cell.len());
+    super::rules::push_ascii_word(cell, &mut key);
+    Some(match key.as_str() {
+        "firstname" | "firstnames" | "forename" | "forenames" | "givenname" | "givennames"
+        | "nombre" | "nombres" | "primernombre" | "first" | "prenom" | "vorname" => {
+            Field::Firstname
+        }
+        "lastname" | "lastnames" | "surname" | "surnames" | "familyname" | "apellido"
+        | "apellidos" | "apellido1" | "primerapellido" | "firstsurname" | "last" | "nom"
+        | "nachname" => Field::Lastname,
+        "apellido2" | "segundoapellido" | "secondsurname" | "lastname2" => Field::Lastname2,
+        "fullname" | "name" | "nombrecompleto" | "nombreyapellido" | "nombreyapellidos"
+        | "apellidosynombre" | "apellidosynombres" | "apellidoynombre" | "alumno" | "student" => {
+            Field::Fullname
+        }
+        "email" | "emails" | "mail" | "correo" | "correoelectronico" | "emailaddress"
+        | "direcciondecorreo" | "direccionemail" | "courriel" => Field::Email,
+        "department" | "departamento" | "dept" | "depto" | "dpto" | "area" | "sector"
+        | "seccion" | "division" => Field::Department,
+        _ => return None,
+    })
+}
+
+/// How a delimited file's columns map to fields.
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub(crate) delimiter: u8,
+    pub(crate) columns: Vec<Option<Field>>,
+    /// Columns present but not used (unknown or repeated), for the report.
+    pub(crate) ignored: Vec<String>,
+}
+
+impl Header {
+    pub(crate) fn index(&self, f: Field) -> Option<usize> {
+        self.columns.iter().position(|c| *c == Some(f))
+    }
+
+    /// A header is usable when it names the person: forename + surname, or a full name.
+    fn is_usable(&self) -> bool {
+        (self.index(Field::Firstname).is_some() && self.index(Field::Lastname).is_some())
+            || self.index(Field::Fullname).is_some()
+    }
+}
+
+/// Reads `line` as a header with `delimiter`; `None` unless it names the person.
+pub(crate) fn parse_header(line: &str, delimiter: u8, cells: &mut Cells) -> Option<Header> {
+    if cells.split(line, delimiter).is_err() {
+        return None;
+    }
+    let mut columns = Vec::with_capacity(cells.len());
+    let mut ignored = Vec::new();
+    for i in 0..cells.len() {
+        let cell = cells.get(i);
+        let f = field_for_header(cell);
+        match f {
+            Some(f) if !columns.contains(&Some(f)) => columns.push(Some(f)),
+            _ => {
+                if !cell.is_empty() {
+                    ignored.push(cell.chars().take(60).collect());
+                }
+                columns.push(None);
+            }
+        }
+    }
+    let h = Header {
+        delimiter,
+        columns,
+        ignored,
+    };
+    h.is_usable().then_some(h)
+}
+
+/// Fields of one delimited record, unescaped into one reused buffer.
+#[derive(Default)]
+pub(crate) struct Cells {
+    buf: String,
+    ranges: Vec<Range<usize>>,
+}
+
+/// A quoted field is still open at the end of the text: the record continues on the next
+/// line.
+#[derive(Debug)]
+pub(crate) struct Unclosed;
+
+impl Cells {
+    pub(crate) fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Field `i`, trimmed (Moodle trims every value too); "" when absent.
+    pub(crate) fn get(&self, i: usize) -> &str {
+        self.ranges
+            .get(i)
+            .map_or("", |r| self.buf[r.clone()].trim())
+    }
+
+    /// Splits an RFC 4180 record (quotes doubled inside quoted fields). Lenient: a quote in
+    /// the middle of an unquoted field is kept as text.
+    pub(crate) fn split(&mut self, text: &str, delimiter: u8) -> Result<(), Unclosed> {
+        self.buf.clear();
+        self.ranges.clear();
+        let bytes = text.as_bytes();
+        if !bytes.contains(&b'"') {
+            // Fast path: no quoting, fields are plain slices.
+            self.buf.push_str(text);
+            let mut start = 0;
+            for i in memchr::memchr_iter(delimiter, bytes) {
+                self.ranges.push(start..i);
+                start = i + 1;
+            }
+            self.ranges.push(start..bytes.len());
+            return Ok(());
+        }
+        let mut i = 0;
+        loop {
+            // Skip spaces before an opening quote: `a, "b, c"` is common in hand edits.
+            let mut j = i;
+            while j < bytes.len() && bytes[j] == b' ' {
+                j += 1;
+            }
+            let start = self.buf.len();
+            if j < bytes.len() && bytes[j] == b'"' {
+                let mut k = j + 1;
+                loop {
+                    let Some(q) = memchr::memchr(b'"', &bytes[k..]) else {
+                        return Err(Unclosed);
+                    };
+                    self.buf.push_str(&text[k..k + q]);
+                    k += q + 1;
+                    if bytes.get(k) == Some(&b'"') {
+                        self.buf.push('"');
+                        k += 1;
+                    } else {
+                        break;
+                    }
+                }
+                // Anything between the closing quote and the delimiter is kept as text.
+                let end = memchr::memchr(delimiter, &bytes[k..]).map_or(bytes.len(), |e| k + e);
+                self.buf.push_str(&text[k..end]);
+                self.ranges.push(start..self.buf.len());
+                if end == bytes.len() {
+                    return Ok(());
+                }
+                i = end + 1;
+            } else {
+                let end = memchr::memchr(delimiter, &bytes[i..]).map_or(bytes.len(), |e| i + e);
+                self.buf.push_str(&text[i..end]);
+                self.ranges.push(start..self.buf.len());
+                if end == bytes.len() {
+                    return Ok(());
+                }
+                i = end + 1;
+            }
+        }
+    }
+}
+
+/// Where the address sits in a seed-layout line.
+pub(crate) enum SeedEmail<'a> {
+    /// A token with an `@` (valid or not).
+    Given(&'a str),
+    /// "No tiene" and friends, or the blog engine's "[email protected]".
+    Missing,
+    /// Neither an address nor a marker: the whole line is the name.
+    Absent,
+}
+
+pub(crate) struct SeedRow<'a> {
+    pub(crate) email: SeedEmail<'a>,
+    pub(crate) department: &'a str,
+}
+
+/// Splits a seed-layout line `N Forename Surname [email] Department…` into name words
+/// (appended to `name_words` as byte ranges of `line`), email slot and department.
+pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> SeedRow<'a> {
+    words.clear();
+    let base = line.as_ptr() as usize;
+    // Fast path: when the only whitespace is the ASCII space (no tab, NBSP or other
+    // Unicode space lead byte), split with memchr. Branch-free so it vectorises.
+    let only_spaces = !line.bytes().fold(false, |acc, b| {
+        acc | (b == b'\t')
+            | (b == 0x0B)
+            | (b == 0x0C)
+            | (b == b'\r')
+            | (b == b'\n')
+            | (b == 0xC2)
+            | (b == 0xE2)
+            | (b == 0xE3)
+    });
+    if only_spaces {
+        let mut start = 0;
+        for i in memchr::memchr_iter(b' ', line.as_bytes()).chain([line.len()]) {
+            if i > start {
+                words.push(start..i);
+            }
+            start = i + 1;
+        }
+    } else {
+        for w in super::rules::words(line) {
+            let s = w.as_ptr() as usize - base;
+            words.push(s..s + w.len());
+        }
+    }
+    // The leading row number ("4", "4.", "4)") is not part of the name.
+    if let Some(first) = words.first()
+        && is_row_number(&line[first.clone()])
+    {
+        words.remove(0);
+    }
+    let n = words.len();
+    let mut slot: Option<(usize, usize, SeedEmail<'a>)> = None;
+    for i in 1..n {
+        let w = &line[words[i].clone()];
+        if w.contains('@') {
+            slot = Some((i, i + 1, SeedEmail::Given(w)));
+            break;
+        }
+        if w.eq_ignore_ascii_case("[email")
+            && i + 1 < n
+            && line[words[i + 1].clone()].eq_ignore_ascii_case("protected]")
+        {
+            slot = Some((i, i + 2, SeedEmail::Missing));
+            break;
+        }
+    }
+    if slot.is_none() {
+        // A marker needs at least a forename and a surname before it.
+        'outer: for i in 2..n {
+            for k in (1..=3).rev() {
+                // Every marker starts with one of these: skip the rest cheaply.
+                let lead = line.as_bytes()[words[i].start].to_ascii_lowercase();
+                if !matches!(lead, b'n' | b's' | b'-' | b'?') {
+                    break;
+                }
+                if i + k <= n {
+                    let text = &line[words[i].start..words[i + k - 1].end];
+                    if is_no_email_marker(text) {
+                        slot = Some((i, i + k, SeedEmail::Missing));
+                        break 'outer;
+                    }
+                }
+            }
+        }
+    }
+    match slot {
+        Some((from, to, email)) => {
+            let department = if to < n { &line[words[to].start..] } else { "" };
+            words.truncate(from);
+            SeedRow { email, department }
+        }
+        None => SeedRow {
+            email: SeedEmail::Absent,
+            department: "",
+        },
+    }
+}
+
+fn is_row_number(w: &str) -> bool {
+    let digits = w.trim_end_matches(['.', ')', '-', ':']);
+    !digits.is_empty() && digits.len() <= 9 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Splits whitespace name words into forename and surname words, returning how many
+/// words belong to the forename. Particles ("de", "del", "la", …) are glued to the word
+/// that follows, and the resulting units split as: 2 → 1+1, 3 → 1+2 (one forename, two
+/// surnames, the Spanish default), 4 or more → all but the last two are the forename.
+/// `None` when there is no surname.
+pub(crate) fn split_name(words: &[&str]) -> Option<usize> {
+    // unit_starts[k] = index of the first word of unit k.
+    let mut unit_starts = [0usize; 16];
+    let mut units = 0;
+    let mut pending = false;
+    for (i, w) in words.iter().enumerate() {
+        if !pending {
+            if units == unit_starts.len() {
+                return None;
+            }
+            unit_starts[units] = i;
+            units += 1;
+        }
+        // A particle opens a unit that the next word closes ("de la Fuente").
+        pending = is_particle(w) && i + 1 < words.len();
+    }
+    match units {
+        0 | 1 => None,
+        2 | 3 => Some(unit_starts[1]),
+        n => Some(unit_starts[n - 2]),
+    }
+}
+
+/// Splits a full-name cell: "García López, María José" (surnames first, comma) or
+/// "María José García López" (the whitespace rule of [`split_name`]).
+pub(crate) fn split_fullname(cell: &str) -> Option<(&str, &str)> {
+    if let Some((last, first)) = cell.split_once(',') {
+        let (first, last) = (first.trim(), last.trim());
+        return (!first.is_empty() && !last.is_empty()).then_some((first, last));
+    }
+    let mut words = [""; 16];
+    let mut n = 0;
+    for w in super::rules::words(cell) {
+        if n == words.len() {
+            return None;
+        }
+        words[n] = w;
+        n += 1;
+    }
+    let k = split_name(&words[..n])?;
+    let base = cell.as_ptr() as usize;
+    let first_end = words[k - 1].as_ptr() as usize - base + words[k - 1].len();
+    let last_start = words[k].as_ptr() as usize - base;
+    Some((cell[..first_end].trim(), &cell[last_start..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_split_rule() {
+        let s = |t: &str| {
+            let w: Vec<&str> = t.split_whitespace().collect();
+            split_name(&w).map(|k| (w[..k].join(" "), w[k..].join(" ")))
+        };
+        assert_eq!(s("Pedro Pedroso"), Some(("Pedro".into(), "Pedroso".into())));
+        assert_eq!(
+            s("Juan Pérez García"),
+            Some(("Juan".into(), "Pérez García".into()))
+        );
+        assert_eq!(
+            s("María José García López"),
+            Some(("María José".into(), "García López".into()))
+        );
+        assert_eq!(
+            s("Juan de la Fuente"),
+            Some(("Juan".into(), "de la Fuente".into()))
+        );
+        assert_eq!(s("Cher"), None);
+    }
+
+    #[test]
+    fn csv_quoting() {
+        let mut c = Cells::default();
+        c.split(r#"Ana,"Ruiz, ""la jefa""",x"#, b',').unwrap();
+        assert_eq!(c.get(1), r#"Ruiz, "la jefa""#);
+        assert_eq!(c.get(2), "x");
+        assert!(c.split(r#"Ana,"open"#, b',').is_err());
+    }
+
+    #[test]
+    fn cp1252() {
+        let mut s = String::new();
+        decode_cp1252(b"Mu\xF1oz \x80", &mut s);
+        assert_eq!(s, "Muñoz €");
+    }
+}
