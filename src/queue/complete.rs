@@ -331,6 +331,8 @@ impl Rows {
     ///
     /// Rows are locked in id order, as the heartbeat does, so the two never deadlock
     /// (a deadlock costs a second of `deadlock_timeout`: long enough to lose leases).
+    /// `= ANY(ARRAY(...))` rather than a join: the generic plan of a prepared
+    /// statement would otherwise nest-loop over the locked rows, quadratic in the batch.
     /// A job an application cancelled while it ran stays `cancelled` (its result and
     /// error are still kept). Handed-back jobs wake the other workers at once.
     async fn write<'e, E>(&self, executor: E) -> Result<Vec<i64>, sqlx::Error>
@@ -356,8 +358,9 @@ impl Rows {
                      needs_recovery = q.needs_recovery AND c.hand_back, \
                      lease_token = NULL, \
                      lease_expires_at = NULL \
-                 FROM c, locked \
-                 WHERE q.id = c.id AND locked.id = c.id AND q.lease_token = c.token \
+                 FROM c \
+                 WHERE q.id = ANY(ARRAY(SELECT id FROM locked)) \
+                   AND q.id = c.id AND q.lease_token = c.token \
                  RETURNING q.id, q.kind, q.status, c.hand_back), \
              woken AS ( \
                  SELECT pg_notify('dialout_queue', k.kind) \

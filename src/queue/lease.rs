@@ -90,8 +90,9 @@ impl Heartbeat {
             "WITH locked AS ( \
                  SELECT id FROM dialout_queue WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
              UPDATE dialout_queue AS q SET lease_expires_at = now() + $3 * interval '1 millisecond' \
-             FROM unnest($1::bigint[], $2::uuid[]) AS l(id, token), locked \
-             WHERE q.id = l.id AND locked.id = l.id AND q.lease_token = l.token \
+             FROM unnest($1::bigint[], $2::uuid[]) AS l(id, token) \
+             WHERE q.id = ANY(ARRAY(SELECT id FROM locked)) \
+               AND q.id = l.id AND q.lease_token = l.token \
              RETURNING q.id, q.status = 'cancelled'",
         )
         .bind(&ids)

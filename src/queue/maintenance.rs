@@ -27,7 +27,7 @@ pub async fn rescue_expired(
         "WITH lost AS ( \
              SELECT id FROM dialout_queue \
              WHERE lease_token IS NOT NULL AND lease_expires_at < now() \
-             ORDER BY lease_expires_at LIMIT 1000 \
+             ORDER BY id LIMIT 1000 \
              FOR UPDATE SKIP LOCKED) \
          UPDATE dialout_queue AS q SET \
              status = CASE WHEN q.status = 'cancelled' THEN q.status \
