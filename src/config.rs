@@ -25,6 +25,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub retention: RetentionSettings,
     pub log: LogSettings,
+    pub legacy: LegacySettings,
     pub roster: RosterSettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,
@@ -59,6 +60,16 @@ pub struct WorkerSettings {
 pub struct RetentionSettings {
     pub keep_hours: u64,
     pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LegacySettings {
+    pub connect_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+    pub reply_timeout_ms: u64,
+    pub max_reply_bytes: usize,
+    pub max_connections_per_host: usize,
+    pub slot_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -101,6 +101,14 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         large: u64,
     },
+    /// Messages through the legacy TCP client to a local echo peer, a connection each.
+    Legacy {
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Sends in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// Convert a generated roster of this many rows with the offline path.
     Roster {
         #[arg(long, default_value_t = 1_000_000)]
@@ -219,6 +227,17 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
                 );
                 if large > 0 {
                     println!("{}", bench::queue::drain(settings, &admin, large).await?);
+                }
+            }
+            BenchCommand::Legacy {
+                messages,
+                concurrency,
+            } => {
+                for fail_ratio in [0.0, 0.1] {
+                    println!(
+                        "{}",
+                        jobs::legacy::bench::run(messages, fail_ratio, concurrency).await
+                    );
                 }
             }
             BenchCommand::Roster { rows } => {
@@ -350,6 +369,12 @@ async fn demo(settings: &mut Settings) -> Result<(), AppError> {
     let pool = app::pool(settings)?;
     queue::migrate(&pool).await?;
     let batch = uuid::Uuid::new_v4().simple().to_string();
+    // A stand-in legacy host: answers one line and closes.
+    let legacy_host =
+        jobs::legacy::fault_peer::FaultPeer::start(jobs::legacy::fault_peer::FaultMode::EchoLine)
+            .await
+            .map_err(|e| AppError::Usage(format!("cannot start the demo's TCP peer: {e}")))?;
+    let legacy_port = legacy_host.addr().port();
     let samples: Vec<(&str, Value)> = vec![
         ("noop", serde_json::json!({})),
         ("noop", serde_json::json!({"sleep_ms": 300})),
@@ -360,6 +385,17 @@ async fn demo(settings: &mut Settings) -> Result<(), AppError> {
         (
             "noop",
             serde_json::json!({"fail": "a failure that heals never", "retryable": true}),
+        ),
+        (
+            "legacy_message",
+            serde_json::json!({"host": "127.0.0.1", "port": legacy_port, "message": "HELLO LEGACY\n", "delimiter": "\n"}),
+        ),
+        (
+            "roster_import",
+            serde_json::json!({
+                "roster": "1 Pedro Pedroso pedro@example.com Cobranzas\n2 Juan Perez juan@example.com Cobranzas\n3 Juan Gonzalez juang@example.com Cobranzas\n4 Un boludo No tiene Por ahi\n",
+                "email_domain": "example.com"
+            }),
         ),
     ];
     let mut ids = Vec::new();
@@ -379,7 +415,11 @@ async fn demo(settings: &mut Settings) -> Result<(), AppError> {
     let mut worker_settings = settings.clone();
     worker_settings.worker.retry_base_ms = 200;
     worker_settings.worker.retry_max_ms = 1000;
-    worker_settings.worker.kinds = vec!["noop".into(), "roster_import".into()];
+    worker_settings.worker.kinds = vec![
+        "noop".into(),
+        "legacy_message".into(),
+        "roster_import".into(),
+    ];
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = Worker::new(worker_settings, pool.clone(), jobs::registry(settings)?);
     let handle = tokio::spawn(worker.run(stop.clone()));

@@ -44,6 +44,13 @@ async fn demo_runs_sample_work_to_its_end_and_prints_the_table(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(open, 0, "the demo waits until its work has ended");
+    let finished_kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT kind FROM dialout_queue WHERE status = 'finished' ORDER BY kind",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(finished_kinds, ["legacy_message", "noop", "roster_import"]);
 }
 
 #[sqlx::test]

@@ -1,6 +1,7 @@
 //! The job kinds. Each kind is a [`JobHandler`](crate::worker::JobHandler) registered
 //! under the name applications put in `dialout_queue.kind`.
 
+pub mod legacy;
 pub mod noop;
 pub mod roster;
 
@@ -9,10 +10,14 @@ use crate::worker::Registry;
 
 /// Every kind this build can run. Which ones a replica leases is `worker.kinds`.
 pub fn registry(settings: &Settings) -> Result<Registry, ConfigError> {
-    Ok(Registry::new().with("noop", noop::Noop).with(
-        "roster_import",
-        roster::RosterImport::new(roster_options(settings)?),
-    ))
+    let legacy_client = legacy::LegacyClient::new(legacy_settings(settings));
+    Ok(Registry::new()
+        .with("noop", noop::Noop)
+        .with("legacy_message", legacy::LegacyMessage::new(legacy_client))
+        .with(
+            "roster_import",
+            roster::RosterImport::new(roster_options(settings)?),
+        ))
 }
 
 /// The converter's defaults from `[roster]`.
@@ -33,4 +38,18 @@ pub fn roster_options(settings: &Settings) -> Result<roster::ConvertOptions, Con
         max_line_bytes: r.max_line_bytes,
         ..roster::ConvertOptions::default()
     })
+}
+
+/// The TCP client's defaults from `[legacy]`.
+pub fn legacy_settings(settings: &Settings) -> legacy::LegacySettings {
+    use std::time::Duration;
+    let l = &settings.legacy;
+    legacy::LegacySettings {
+        connect_timeout: Duration::from_millis(l.connect_timeout_ms),
+        write_timeout: Duration::from_millis(l.write_timeout_ms),
+        reply_timeout: Duration::from_millis(l.reply_timeout_ms),
+        max_reply_bytes: l.max_reply_bytes,
+        max_connections_per_host: std::num::NonZeroUsize::new(l.max_connections_per_host),
+        slot_timeout: Duration::from_millis(l.slot_timeout_ms),
+    }
 }
