@@ -3,11 +3,13 @@
 //! Applications `INSERT` into `dialout_queue`; workers lease, run and record jobs.
 //! See README.md for the SQL API.
 
+pub mod ami;
 pub mod app;
 pub mod bench;
 pub mod config;
 pub mod jobs;
 pub mod local_pg;
+pub mod pbx_sim;
 pub mod queue;
 pub mod telemetry;
 pub mod worker;

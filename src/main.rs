@@ -60,6 +60,15 @@ enum Command {
     Job { id: i64 },
     /// Enqueue sample work, run a worker until it is done, print the table.
     Demo,
+    /// Run the simulated PBX (an Asterisk that speaks the AMI wire protocol) until
+    /// SIGTERM/SIGINT; for trying dialout against, tests and benchmarks.
+    PbxSim {
+        #[arg(long, default_value = "127.0.0.1:5038")]
+        listen: std::net::SocketAddr,
+        /// A scenario file (time scale, faults); see src/pbx_sim/mod.rs.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
     /// Moodle rosters, offline or from a finished roster_import job.
     Roster {
         #[command(subcommand)]
@@ -251,6 +260,15 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
             }
         },
         Command::Roster { what } => roster(what, settings).await?,
+        Command::PbxSim { listen, scenario } => {
+            let stop = app::shutdown_on_signals();
+            eprintln!("dialout: simulated PBX listening on {listen}");
+            dialout::pbx_sim::run(listen, scenario.as_deref(), async move {
+                stop.cancelled().await
+            })
+            .await
+            .map_err(|e| AppError::Usage(format!("pbx-sim: {e}")))?;
+        }
     }
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! worker, bounded waits on the database.
 #![allow(dead_code)]
 
+pub mod ami;
+
 use std::future::Future;
 use std::time::Duration;
 

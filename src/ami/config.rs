@@ -1,0 +1,90 @@
+//! Client configuration. Defaults suit a local Asterisk; the lead's layered config fills it.
+
+use std::time::Duration;
+
+use super::actions::{EventsMask, Filter, LoginAuth};
+use super::codec::{DEFAULT_MAX_LINES, DEFAULT_MAX_MESSAGE_BYTES};
+
+/// A credential that never prints: Debug and Display show `***`, so it cannot leak into logs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The clear text, for the one place that needs it (the Login action).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// Everything the AMI client needs to connect and stay connected.
+#[derive(Debug, Clone)]
+pub struct AmiConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub secret: Secret,
+    pub auth: LoginAuth,
+    /// `Events:` sent with Login. Asking for less is the first filter.
+    pub events: EventsMask,
+    /// `Action: Filter`s sent after each login (before anyone else may send).
+    pub filters: Vec<Filter>,
+    /// How long one action may wait for its response (or the end of its event list).
+    pub action_timeout: Duration,
+    /// Connect + greeting + login, bounded as a whole.
+    pub connect_timeout: Duration,
+    /// Keepalive Ping period; `None` disables it. A Ping that times out drops the link.
+    pub ping_interval: Option<Duration>,
+    pub reconnect_backoff_min: Duration,
+    pub reconnect_backoff_max: Duration,
+    pub max_message_bytes: usize,
+    pub max_lines_per_message: usize,
+    /// Prefix of generated ActionIDs (`<prefix>-<counter>`); make it unique per process.
+    pub action_id_prefix: String,
+    /// Default per-subscriber buffer, in events.
+    pub subscriber_buffer: usize,
+}
+
+impl Default for AmiConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 5038,
+            username: String::new(),
+            secret: Secret::default(),
+            auth: LoginAuth::Plain,
+            events: EventsMask::default(),
+            filters: Vec::new(),
+            action_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            ping_interval: Some(Duration::from_secs(20)),
+            reconnect_backoff_min: Duration::from_millis(200),
+            reconnect_backoff_max: Duration::from_secs(30),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_lines_per_message: DEFAULT_MAX_LINES,
+            action_id_prefix: format!("dialout-{}", std::process::id()),
+            subscriber_buffer: 4096,
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! A simulated Asterisk PBX speaking AMI over TCP, for tests, benchmarks and the demo.
+//!
+//! It replays the event sequences of real Asterisk 22 calls (`templates.rs`, generated from
+//! the captures in `shared/ami-transcripts/`) with each call's own names, uniqueids, CallerID,
+//! ActionID and variables filled in, so a client tested here meets the same headers in the
+//! same order as in production.
+//!
+//! # Choosing the outcome
+//! The Originate `Channel` picks it, like the lab dialplan did (`Local/<exten>@callee`):
+//!
+//! | Channel | outcome (OriginateResponse) |
+//! |---|---|
+//! | `Local/answer[_M]@callee` | answer at once, callee hangs up after M ms (default 1922) — Success 4 |
+//! | `Local/long-answer[_M]@callee` | as answer, M defaults to 30000 (for dialer-side Hangup) |
+//! | `Local/slow-answer[_N[_M]]@callee` | ring N ms (2000), answer, hang up M ms later — Success 4 |
+//! | `Local/busy@callee` | Failure 5, causes 17 / 0 |
+//! | `Local/congestion@callee` | Failure 8, causes 34 / 0 |
+//! | `Local/noanswer@callee` | ring until the Originate `Timeout` (default 30 s) — Failure 3, cause 19 |
+//! | `Local/reject[_N]@callee` | ring N ms (1000), callee hangs up with cause 21 — Failure 0 |
+//! | `Local/drop[_N]@callee` | answer, then the PBX drops *this client's* TCP connection after N ms (500) |
+//! | `Local/<other>@callee`, `Local/x@<other context>` | nonexistent: Failure 0, causes 0 / 0 |
+//! | `<Tech>/…` with Tech ≠ Local | invalid tech: Failure 0, `Uniqueid: <unknown>` (or the ChannelId), no channels |
+//! | no `/` | synchronous `Response: Error`, `Message: Invalid channel` |
+//!
+//! The landing point must be `Context: originated` with `Exten: s` or `hangup-now` (or an
+//! `Application`), else `Extension does not exist.`. A user without write permission
+//! (`readonly` by default), or a session not logged in, gets `Permission denied`.
+//! `Action: Hangup` on a live channel ends the call with the captured dialer-hangup sequence.
+//!
+//! All delays are multiplied by [`SimConfig::time_scale`] so tests run fast. Faults
+//! ([`Faults`]) come from the config or a scenario file (`key = value`, see
+//! [`apply_scenario`]).
+//!
+//! Documented variations from the captures: Cdr times are UTC (Asterisk writes local time);
+//! each outcome replays one captured run, so orders that vary between real runs (the two legs'
+//! Hangups, DialEnd around OriginateResponse, DeviceStateChange states) are fixed here — use
+//! the faults to shake them; `long-answer` replays `answer` (Playback on `;2`, not Wait);
+//! after a dialer Hangup on a ringing call, `Priority:` is that of `noanswer`'s `Wait`;
+//! `CoreShowChannel`/`Status` fields are modelled on Asterisk 22, not captured.
+
+mod call;
+mod render;
+mod scenario;
+mod session;
+mod templates;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use scenario::{Faults, Outcome, apply_scenario, outcome_for_channel};
+
+/// An AMI account of the simulator.
+#[derive(Debug, Clone)]
+pub struct SimUser {
+    pub username: String,
+    pub secret: String,
+    /// May send Originate/Hangup (Asterisk's `write` permission).
+    pub write: bool,
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub users: Vec<SimUser>,
+    /// Multiplies every call-progress delay (1.0 = the captures' timing).
+    pub time_scale: f64,
+    /// Delay before `Authentication failed` (Asterisk: about 1 s).
+    pub auth_failure_delay: Duration,
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            users: vec![
+                SimUser {
+                    username: "dialer".into(),
+                    secret: "dialer-secret".into(),
+                    write: true,
+                },
+                SimUser {
+                    username: "readonly".into(),
+                    secret: "readonly-secret".into(),
+                    write: false,
+                },
+            ],
+            time_scale: 1.0,
+            auth_failure_delay: Duration::from_secs(1),
+            faults: Faults::default(),
+        }
+    }
+}
+
+pub(crate) struct SimState {
+    cfg: SimConfig,
+    sessions: Mutex<HashMap<u64, session::SessionHandle>>,
+    calls: Mutex<HashMap<String, Arc<call::CallHandle>>>,
+    next_session: AtomicU64,
+    chan_seq: AtomicU64,
+    uid_seq: AtomicU64,
+    noise_seq: AtomicU64,
+    uid_base: u64,
+    started: std::time::Instant,
+    shutdown: CancellationToken,
+}
+
+impl SimState {
+    fn scaled(&self, d: Duration) -> Duration {
+        d.mul_f64(self.cfg.time_scale.max(0.0))
+    }
+
+    fn next_uid(&self) -> String {
+        format!(
+            "{}.{}",
+            self.uid_base,
+            self.uid_seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+/// A running simulator. Dropping it does not stop it; call [`PbxSim::shutdown`].
+pub struct PbxSim {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    task: JoinHandle<()>,
+}
+
+impl PbxSim {
+    /// Binds `listen` (port 0 picks a free port) and starts accepting.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn start(listen: SocketAddr, cfg: SimConfig) -> std::io::Result<PbxSim> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let state = Arc::new(SimState {
+            cfg,
+            sessions: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            chan_seq: AtomicU64::new(0),
+            uid_seq: AtomicU64::new(0),
+            noise_seq: AtomicU64::new(0),
+            uid_base: now,
+            started: std::time::Instant::now(),
+            shutdown: CancellationToken::new(),
+        });
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = st.shutdown.cancelled() => break,
+                    r = listener.accept() => match r {
+                        Ok((stream, peer)) => {
+                            let _ = stream.set_nodelay(true);
+                            tokio::spawn(session::handle(st.clone(), stream, peer));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pbx-sim accept failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            }
+        });
+        tracing::info!(%addr, "pbx-sim listening");
+        Ok(PbxSim { addr, state, task })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drops every client connection at once (a network failure: no Shutdown event).
+    pub fn drop_connections(&self) {
+        if let Ok(g) = self.state.sessions.lock() {
+            for s in g.values() {
+                s.kill.cancel();
+            }
+        }
+    }
+
+    /// Calls with live channels.
+    pub fn live_calls(&self) -> usize {
+        self.state
+            .calls
+            .lock()
+            .map(|g| g.values().filter(|c| c.is_primary()).count())
+            .unwrap_or(0)
+    }
+
+    /// Connected sessions.
+    pub fn sessions(&self) -> usize {
+        self.state.sessions.lock().map(|g| g.len()).unwrap_or(0)
+    }
+
+    /// `core stop now`, simplified: every session gets `Event: Shutdown` (`Shutdown:
+    /// Cleanly`, `Restart: False`), then its socket is closed; live calls are abandoned
+    /// without Hangups (a real stop would hang them up first).
+    pub async fn shutdown_gracefully(self) {
+        self.state.broadcast(
+            "Shutdown",
+            "Event: Shutdown\r\nPrivilege: system,all\r\nShutdown: Cleanly\r\nRestart: False\r\n\r\n".into(),
+        );
+        self.state.close_all_after_queued();
+        // Give each writer a bounded moment to flush and close before the hard stop.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while self.sessions() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops accepting, drops every connection (like SIGKILL: a bare FIN) and frees the port.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        self.drop_connections();
+        let _ = self.task.await;
+    }
+}
+
+/// Runs the simulator until `shutdown` resolves: what `dialout pbx-sim --listen ADDR
+/// [--scenario FILE]` calls.
+///
+/// # Errors
+/// Bind errors, or a scenario file that cannot be read or parsed.
+pub async fn run(
+    listen: SocketAddr,
+    scenario: Option<&Path>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut cfg = SimConfig::default();
+    if let Some(p) = scenario {
+        let text = std::fs::read_to_string(p)?;
+        apply_scenario(&text, &mut cfg)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    }
+    let sim = PbxSim::start(listen, cfg).await?;
+    shutdown.await;
+    sim.shutdown().await;
+    Ok(())
+}
