@@ -37,8 +37,9 @@ pub enum Write {
         error: Option<String>,
         run_at: Option<DateTime<Utc>>,
     },
-    /// Shutdown: back to `queued` at once, this attempt not counted.
-    HandBack,
+    /// Shutdown: back to `queued` at once, this attempt not counted. `recover`: the
+    /// attempt was cut off mid-way, so the next one must find out what it did.
+    HandBack { recover: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,28 +84,24 @@ impl Completer {
         (Self { tx }, task)
     }
 
-    /// Writes `write` for `lease` and waits until it is durable (or known lost).
-    pub async fn complete(
+    /// Hands `write` for `lease` to the writer; the receiver says how it went.
+    pub async fn submit(
         &self,
         lease: Lease,
         write: Write,
         hook: Option<CompletionHook>,
-    ) -> WriteResult {
+    ) -> oneshot::Receiver<WriteResult> {
         let (reply, answer) = oneshot::channel();
-        if self
-            .tx
-            .send(Request {
-                lease,
-                write,
-                hook,
-                reply,
-            })
-            .await
-            .is_err()
-        {
-            return WriteResult::Abandoned;
+        let request = Request {
+            lease,
+            write,
+            hook,
+            reply,
+        };
+        if let Err(refused) = self.tx.send(request).await {
+            let _ = refused.0.reply.send(WriteResult::Abandoned);
         }
-        answer.await.unwrap_or(WriteResult::Abandoned)
+        answer
     }
 }
 
@@ -277,6 +274,7 @@ struct Rows {
     errors: Vec<Option<String>>,
     run_at: Vec<Option<DateTime<Utc>>>,
     hand_back: Vec<bool>,
+    recover: Vec<bool>,
 }
 
 impl From<&[Request]> for Rows {
@@ -290,6 +288,7 @@ impl From<&[Request]> for Rows {
             errors: Vec::with_capacity(n),
             run_at: Vec::with_capacity(n),
             hand_back: Vec::with_capacity(n),
+            recover: Vec::with_capacity(n),
         };
         for r in requests {
             rows.ids.push(r.lease.id);
@@ -306,13 +305,15 @@ impl From<&[Request]> for Rows {
                     rows.errors.push(error.clone());
                     rows.run_at.push(*run_at);
                     rows.hand_back.push(false);
+                    rows.recover.push(false);
                 }
-                Write::HandBack => {
+                Write::HandBack { recover } => {
                     rows.statuses.push(JobStatus::Queued);
                     rows.results.push(None);
                     rows.errors.push(None);
                     rows.run_at.push(None);
                     rows.hand_back.push(true);
+                    rows.recover.push(*recover);
                 }
             }
         }
@@ -342,8 +343,8 @@ impl Rows {
         sqlx::query_scalar(
             "WITH c AS ( \
                  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::dialout_status[], $4::text[], \
-                                      $5::text[], $6::timestamptz[], $7::bool[]) \
-                      AS c(id, token, status, result, error, run_at, hand_back)), \
+                                      $5::text[], $6::timestamptz[], $7::bool[], $8::bool[]) \
+                      AS c(id, token, status, result, error, run_at, hand_back, recover)), \
              locked AS ( \
                  SELECT id FROM dialout_queue WHERE id = ANY($1) ORDER BY id FOR UPDATE), \
              done AS ( \
@@ -355,7 +356,7 @@ impl Rows {
                      ended_at = CASE WHEN q.status = 'cancelled' OR c.status = 'queued' THEN q.ended_at \
                                      ELSE now() END, \
                      attempts = q.attempts - c.hand_back::int, \
-                     needs_recovery = q.needs_recovery AND c.hand_back, \
+                     needs_recovery = c.hand_back AND (q.needs_recovery OR c.recover), \
                      lease_token = NULL, \
                      lease_expires_at = NULL \
                  FROM c \
@@ -374,6 +375,7 @@ impl Rows {
         .bind(&self.errors)
         .bind(&self.run_at)
         .bind(&self.hand_back)
+        .bind(&self.recover)
         .fetch_all(executor)
         .await
     }

@@ -69,13 +69,14 @@ impl super::Lease {
 pub struct Heartbeat {
     /// Renewed, and an application cancelled the job meanwhile.
     pub cancelled: Vec<i64>,
-    /// Not renewed: the lease is gone (rescued by another worker, or ended).
-    pub lost: Vec<i64>,
+    /// Gone: the row no longer carries this token (rescued by another worker, ended).
+    pub lost: Vec<Lease>,
 }
 
 impl Heartbeat {
-    /// Extends every lease in `leases` in one statement, locking rows in id order
-    /// like the completer.
+    /// Extends every lease in `leases` in one statement. Rows locked by someone else
+    /// (the completer writing them) are skipped rather than waited for, and count as
+    /// lost only if a plain read shows the token is no longer theirs.
     pub async fn beat(
         pool: &PgPool,
         leases: &[Lease],
@@ -88,7 +89,7 @@ impl Heartbeat {
         let tokens: Vec<Uuid> = leases.iter().map(|l| l.token).collect();
         let renewed: Vec<(i64, bool)> = sqlx::query_as(
             "WITH locked AS ( \
-                 SELECT id FROM dialout_queue WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
+                 SELECT id FROM dialout_queue WHERE id = ANY($1) FOR UPDATE SKIP LOCKED) \
              UPDATE dialout_queue AS q SET lease_expires_at = now() + $3 * interval '1 millisecond' \
              FROM unnest($1::bigint[], $2::uuid[]) AS l(id, token) \
              WHERE q.id = ANY(ARRAY(SELECT id FROM locked)) \
@@ -101,14 +102,36 @@ impl Heartbeat {
         .fetch_all(pool)
         .await?;
         let mut beat = Self::default();
-        let mut alive = std::collections::HashSet::with_capacity(renewed.len());
+        let mut alive = std::collections::HashSet::with_capacity(leases.len());
         for (id, cancelled) in renewed {
             alive.insert(id);
             if cancelled {
                 beat.cancelled.push(id);
             }
         }
-        beat.lost = ids.into_iter().filter(|id| !alive.contains(id)).collect();
+        let missing: Vec<Lease> = leases
+            .iter()
+            .filter(|l| !alive.contains(&l.id))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            return Ok(beat);
+        }
+        let ids: Vec<i64> = missing.iter().map(|l| l.id).collect();
+        let tokens: Vec<Uuid> = missing.iter().map(|l| l.token).collect();
+        let still_ours: Vec<i64> = sqlx::query_scalar(
+            "SELECT q.id FROM dialout_queue AS q \
+             JOIN unnest($1::bigint[], $2::uuid[]) AS l(id, token) \
+               ON q.id = l.id AND q.lease_token = l.token",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .fetch_all(pool)
+        .await?;
+        beat.lost = missing
+            .into_iter()
+            .filter(|l| !still_ours.contains(&l.id))
+            .collect();
         Ok(beat)
     }
 }

@@ -100,10 +100,15 @@ pub fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
 /// Is this error worth retrying later (the database went away) rather than a bug?
 pub fn is_transient(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
         sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+            // connection (08), resources (53), server shutting down or cancelled (57),
+            // system (58), lock or serialization trouble, read-only after a failover.
+            ["08", "53", "57", "58"]
+                .iter()
+                .any(|class| c.starts_with(class))
+                || matches!(&*c, "40001" | "40P01" | "55P03" | "25006")
         }),
         _ => false,
     }

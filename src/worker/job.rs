@@ -139,6 +139,8 @@ pub(crate) enum OutcomeKind {
     Failed,
     TimedOut,
     Stopped,
+    /// The handler ignored a stop request and was dropped.
+    Abandoned,
 }
 
 /// How an attempt ended. Failures are permanent unless made [`Outcome::retryable`].
@@ -179,6 +181,10 @@ impl Outcome {
     /// The handler stopped because it was asked to ([`JobContext::stopped`]).
     pub fn stopped() -> Self {
         Self::new(OutcomeKind::Stopped, None)
+    }
+
+    pub(crate) fn abandoned() -> Self {
+        Self::new(OutcomeKind::Abandoned, None)
     }
 
     /// The error may heal: queue the job again with backoff while attempts remain.

@@ -10,8 +10,9 @@ use super::StopReason;
 use super::job::StopSignal;
 use crate::queue::{Lease, LeasedJob};
 
-/// Every lease held (leased, waiting in a channel, running, or being recorded), with
-/// its stop signal.
+/// Every lease held (leased, waiting in a channel, running, or being recorded), with its
+/// stop signal. Keyed by job id, but every operation that acts on one attempt checks the
+/// token too: the same job may be leased again by this worker after a retry or rescue.
 #[derive(Default)]
 pub(super) struct Leases {
     held: Mutex<HashMap<i64, Held>>,
@@ -21,9 +22,8 @@ pub(super) struct Leases {
 struct Held {
     lease: Lease,
     stop: StopSignal,
-    /// The handler returned; the outcome is on its way to the database. Heartbeats
-    /// leave it alone, so they never queue behind the completer's row locks.
-    recording: bool,
+    /// The outcome is with the completer: never hand this one back at shutdown.
+    submitted: bool,
 }
 
 impl Leases {
@@ -40,27 +40,42 @@ impl Leases {
             Held {
                 lease: job.lease(),
                 stop: StopSignal::default(),
-                recording: false,
+                submitted: false,
             },
         );
     }
 
-    pub(super) fn signal(&self, id: i64) -> Option<StopSignal> {
-        self.held().get(&id).map(|h| h.stop.clone())
+    fn with<T>(&self, lease: Lease, f: impl FnOnce(&mut Held) -> T) -> Option<T> {
+        self.held()
+            .get_mut(&lease.id)
+            .filter(|h| h.lease.token == lease.token)
+            .map(f)
     }
 
-    pub(super) fn is_running(&self, id: i64) -> bool {
-        self.held().get(&id).is_some_and(|h| !h.recording)
+    pub(super) fn signal(&self, lease: Lease) -> Option<StopSignal> {
+        self.with(lease, |h| h.stop.clone())
     }
 
-    pub(super) fn remove(&self, id: i64) {
-        self.held().remove(&id);
+    pub(super) fn remove(&self, lease: Lease) {
+        let mut held = self.held();
+        if held
+            .get(&lease.id)
+            .is_some_and(|h| h.lease.token == lease.token)
+        {
+            held.remove(&lease.id);
+        }
     }
 
-    pub(super) fn stop(&self, id: i64, reason: StopReason) {
+    /// Stops whatever attempt of job `id` this worker runs (an application cancelled it).
+    pub(super) fn stop_job(&self, id: i64, reason: StopReason) {
         if let Some(h) = self.held().get(&id) {
             h.stop.stop(reason);
         }
+    }
+
+    /// Stops this attempt only.
+    pub(super) fn stop_lease(&self, lease: Lease, reason: StopReason) {
+        self.with(lease, |h| h.stop.stop(reason));
     }
 
     /// Asks every held job to stop; returns how many there were.
@@ -72,23 +87,27 @@ impl Leases {
         held.len()
     }
 
-    pub(super) fn recording(&self, id: i64) {
-        if let Some(h) = self.held().get_mut(&id) {
-            h.recording = true;
-        }
+    pub(super) fn submitted(&self, lease: Lease) {
+        self.with(lease, |h| h.submitted = true);
     }
 
-    /// The leases a heartbeat should renew.
+    /// Every lease held, for the heartbeat.
     pub(super) fn snapshot(&self) -> Vec<Lease> {
-        self.held()
-            .values()
-            .filter(|h| !h.recording)
+        self.held().values().map(|h| h.lease).collect()
+    }
+
+    /// Leases whose outcome never reached the completer, taken out of the map.
+    pub(super) fn take_unsubmitted(&self) -> Vec<Lease> {
+        let mut held = self.held();
+        let ids: Vec<i64> = held
+            .iter()
+            .filter(|(_, h)| !h.submitted)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .filter_map(|id| held.remove(id))
             .map(|h| h.lease)
             .collect()
-    }
-
-    pub(super) fn take_all(&self) -> Vec<Lease> {
-        self.held().drain().map(|(_, h)| h.lease).collect()
     }
 
     pub(super) fn count_handed_back(&self) {
@@ -100,8 +119,8 @@ impl Leases {
     }
 }
 
-/// Room for one kind: leased jobs (waiting or running) never exceed its concurrency,
-/// so a replica never holds leases it cannot start.
+/// Room for one kind: jobs leased and not yet finished by their handler never exceed
+/// its concurrency, so a replica never holds leases it cannot start.
 pub(super) struct KindSlot {
     capacity: usize,
     in_use: AtomicUsize,

@@ -191,13 +191,15 @@ impl Worker {
             let _ = tokio::time::timeout(STOP_GRACE * 2, drain(&mut runners)).await;
             runners.abort_all();
         }
-        // Whatever is still leased never reached a handler, or its handler was dropped.
-        let leftover = shared.leases.take_all();
+        // Whatever is still leased and has no outcome with the completer never reached
+        // a handler, or its handler was dropped: back to the queue. Not awaited one by
+        // one, so a database that stays away cannot hold the exit past the deadline.
+        let leftover = shared.leases.take_unsubmitted();
         let handed_back = shared.leases.handed_back();
         for lease in &leftover {
-            let _ = shared
+            let _reply = shared
                 .completer
-                .complete(*lease, Write::HandBack, None)
+                .submit(*lease, Write::HandBack { recover: true }, None)
                 .await;
         }
         maintenance.cancel();
@@ -353,12 +355,15 @@ async fn execute(
     let attempts = (job.attempts, job.max_attempts);
     let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
     async move {
-        let Some(stop) = shared.leases.signal(job.id) else {
+        let Some(stop) = shared.leases.signal(lease) else {
             slot.release(1);
             return;
         };
-        let outcome = if shared.draining.load(Ordering::SeqCst) {
+        if shared.draining.load(Ordering::SeqCst) {
             stop.stop(StopReason::Shutdown);
+        }
+        // Stopped while it waited (shutdown, cancelled, lease lost): never start it.
+        let outcome = if stop.reason().is_some() {
             Outcome::stopped()
         } else {
             let ctx = JobContext {
@@ -374,15 +379,17 @@ async fn execute(
         };
         // The handler is done: its slot may take the next job while this outcome is
         // written, so leasing and completing overlap.
-        shared.leases.recording(lease.id);
         slot.release(1);
         let write = to_write(&shared, &outcome, stop.reason(), attempts);
         let result = match write {
             Some(write) => {
-                if matches!(write, Write::HandBack) {
+                if matches!(write, Write::HandBack { .. }) {
                     shared.leases.count_handed_back();
                 }
-                shared.completer.complete(lease, write, outcome.hook).await
+                let reply = shared.completer.submit(lease, write, outcome.hook).await;
+                // With the completer now: a shutdown must not hand it back as well.
+                shared.leases.submitted(lease);
+                reply.await.unwrap_or(WriteResult::Abandoned)
             }
             None => WriteResult::LeaseLost,
         };
@@ -391,7 +398,7 @@ async fn execute(
                 "lease lost: this attempt's outcome was discarded (another worker owns the job)"
             );
         }
-        shared.leases.remove(lease.id);
+        shared.leases.remove(lease);
     }
     .instrument(span)
     .await
@@ -405,7 +412,7 @@ async fn run_handler(handler: Arc<dyn JobHandler>, ctx: JobContext, stop: &StopS
         r = &mut run => r,
         _ = async { stop.stopped().await; tokio::time::sleep(STOP_GRACE).await } => {
             tracing::warn!("handler ignored the stop request; dropped");
-            return Outcome::stopped();
+            return Outcome::abandoned();
         }
     };
     caught.unwrap_or_else(|panic| {
@@ -436,8 +443,12 @@ fn to_write(
         run_at: None,
     };
     match outcome.kind {
-        OutcomeKind::Stopped => match stop {
-            Some(StopReason::Shutdown) => Some(Write::HandBack),
+        OutcomeKind::Stopped | OutcomeKind::Abandoned => match stop {
+            // A dropped handler may have left outside effects half done: the next
+            // attempt must find out what happened, as after a lost worker.
+            Some(StopReason::Shutdown) => Some(Write::HandBack {
+                recover: outcome.kind == OutcomeKind::Abandoned,
+            }),
             Some(StopReason::LeaseLost) => None,
             Some(StopReason::Cancelled) => Some(record(
                 JobStatus::Cancelled,
@@ -477,29 +488,47 @@ fn to_write(
 }
 
 /// Renews every lease this worker holds, and learns of cancellations and losses.
+///
+/// While the database is away it retries quickly; once the leases may have run out
+/// (three quarters of `lease_ms` without a successful beat) it stops every running job:
+/// another worker may rescue them as soon as the database is back, and two attempts
+/// must never run at once.
 async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
     let w = &shared.settings.worker;
-    let mut tick = tokio::time::interval(w.heartbeat());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let every = w.heartbeat();
+    let retry = Duration::from_millis(w.reconnect_min_ms).min(every);
+    let mut last_ok = tokio::time::Instant::now();
+    let mut wait = every;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         let held = shared.leases.snapshot();
         match Heartbeat::beat(&shared.queue_pool, &held, w.lease()).await {
             Ok(beat) => {
+                last_ok = tokio::time::Instant::now();
+                wait = every;
                 for id in beat.cancelled {
-                    shared.leases.stop(id, StopReason::Cancelled);
+                    shared.leases.stop_job(id, StopReason::Cancelled);
                 }
-                for id in beat.lost {
-                    // Recorded between the snapshot and the beat, or really lost.
-                    if shared.leases.is_running(id) {
-                        shared.leases.stop(id, StopReason::LeaseLost);
+                for lease in beat.lost {
+                    shared.leases.stop_lease(lease, StopReason::LeaseLost);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, held = held.len(), "heartbeat failed");
+                wait = retry;
+                if last_ok.elapsed() > w.lease().mul_f64(0.75) {
+                    let stopped = shared.leases.stop_all(StopReason::LeaseLost);
+                    if stopped > 0 {
+                        tracing::error!(
+                            stopped,
+                            "leases could not be renewed in time; stopping their jobs"
+                        );
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, held = held.len(), "heartbeat failed"),
         }
     }
 }
@@ -508,7 +537,7 @@ async fn listen(shared: Arc<Shared>, wake: Wake, stop: CancellationToken) {
     let w = &shared.settings.worker;
     let on_cancel = {
         let shared = shared.clone();
-        move |id| shared.leases.stop(id, StopReason::Cancelled)
+        move |id| shared.leases.stop_job(id, StopReason::Cancelled)
     };
     Listener::run(
         shared.queue_pool.clone(),
