@@ -1,0 +1,183 @@
+//! A job kind's own SQL commits in the same transaction as the final status, or not at
+//! all; the fence holds for it too. Retention prunes only old ended rows.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialout::queue::{self, CompletionHook, Lease, RetryPacing, Write, WriteResult};
+use dialout::worker::{JobContext, JobHandler, Outcome, Registry, Worker};
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use sqlx::PgPool;
+use support::*;
+
+/// Finishes with a row written to `side_effect` in the completion transaction; a payload
+/// with `"bad": true` makes that SQL fail.
+struct WithSql;
+
+impl JobHandler for WithSql {
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move {
+            let id = ctx.id();
+            let bad = ctx.payload()["bad"].as_bool().unwrap_or(false);
+            let hook: CompletionHook = Arc::new(move |conn| {
+                Box::pin(async move {
+                    let sql = if bad {
+                        "INSERT INTO side_effect (job_id, note) VALUES ($1, NULL)"
+                    } else {
+                        "INSERT INTO side_effect (job_id, note) VALUES ($1, 'cdr')"
+                    };
+                    sqlx::query(sql).bind(id).execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+            Outcome::finished(json!({"ok": true})).with_sql(hook)
+        })
+    }
+}
+
+async fn side_table(pool: &PgPool) {
+    sqlx::query("CREATE TABLE side_effect (job_id bigint NOT NULL, note text NOT NULL)")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test]
+async fn a_kinds_sql_commits_with_the_final_status_or_not_at_all(pool: PgPool) {
+    side_table(&pool).await;
+    let worker = Worker::new(
+        settings(),
+        pool.clone(),
+        Registry::new().with("noop", WithSql),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone()));
+    let good = enqueue(&pool, "noop", json!({})).await;
+    let bad = enqueue(&pool, "noop", json!({"bad": true})).await;
+    assert_eq!(
+        ended(&pool, good, Duration::from_secs(20)).await,
+        "finished"
+    );
+    assert_eq!(
+        ended(&pool, bad, Duration::from_secs(20)).await,
+        "finished_with_error"
+    );
+    let notes: Vec<(i64, String)> =
+        sqlx::query_as("SELECT job_id, note FROM side_effect ORDER BY job_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        notes,
+        [(good, "cdr".to_owned())],
+        "the failed SQL left nothing behind"
+    );
+    let error: String = sqlx::query_scalar("SELECT last_error FROM dialout_queue WHERE id = $1")
+        .bind(bad)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        error.starts_with("the job's outcome could not be recorded:"),
+        "{error}"
+    );
+    assert!(error.contains("null value in column \"note\""), "{error}");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[sqlx::test]
+async fn a_stale_lease_commits_neither_status_nor_sql(pool: PgPool) {
+    side_table(&pool).await;
+    let id = enqueue(&pool, "noop", json!({})).await;
+    let leased = queue::lease_jobs(&pool, "noop", 10, "old", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let stale = leased[0].lease();
+    // The lease is taken over (as after a rescue): a new token.
+    sqlx::query("UPDATE dialout_queue SET lease_token = gen_random_uuid() WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (completer, task) = queue::Completer::spawn(
+        pool.clone(),
+        RetryPacing {
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            drain_deadline: Duration::from_secs(1),
+        },
+    );
+    let hook: CompletionHook = Arc::new(move |conn| {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO side_effect VALUES ($1, 'stale')")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    });
+    let finished = Write::Record {
+        status: queue::JobStatus::Finished,
+        result: Some(json!({"by": "stale"})),
+        error: None,
+        run_at: None,
+    };
+    let written = completer
+        .submit(stale, finished.clone(), Some(hook))
+        .await
+        .await
+        .unwrap();
+    assert_eq!(written, WriteResult::LeaseLost);
+    let plain = completer.submit(stale, finished, None).await.await.unwrap();
+    assert_eq!(plain, WriteResult::LeaseLost);
+    let fake = Lease {
+        id,
+        token: uuid::Uuid::new_v4(),
+    };
+    let again = completer
+        .submit(fake, Write::HandBack { recover: false }, None)
+        .await
+        .await
+        .unwrap();
+    assert_eq!(again, WriteResult::LeaseLost);
+    drop(completer);
+    task.await.unwrap();
+    let (status, effects): (String, i64) = sqlx::query_as(
+        "SELECT status::text, (SELECT count(*) FROM side_effect) FROM dialout_queue WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), effects), ("trying", 0));
+}
+
+#[sqlx::test]
+async fn retention_prunes_only_rows_that_ended_long_ago(pool: PgPool) {
+    sqlx::query("INSERT INTO dialout_queue (kind) SELECT 'noop' FROM generate_series(1, 3)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // 1: ended long ago; 2: ended just now; 3: still queued (created long ago).
+    sqlx::raw_sql(
+        "UPDATE dialout_queue SET status = 'cancelled' WHERE id IN (1, 2); \
+         UPDATE dialout_queue SET ended_at = now() - interval '3 hours' WHERE id = 1; \
+         UPDATE dialout_queue SET created_at = now() - interval '3 hours' WHERE id = 3;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let deleted = queue::prune_finished(&pool, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM dialout_queue ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [2, 3]);
+}
