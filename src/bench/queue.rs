@@ -112,22 +112,30 @@ async fn start_worker(
     (stop, handle)
 }
 
-/// Enqueues `jobs` noop jobs, then times one worker draining them.
-pub async fn drain(
+/// A fresh database with the migrations applied, and a pool on it.
+async fn migrated_scratch_db(
     settings: &Settings,
     admin_url: &str,
-    jobs: u64,
-) -> Result<DrainReport, sqlx::Error> {
+) -> Result<(ScratchDb, PgPool), sqlx::Error> {
+    let config = |e: queue::QueueError| sqlx::Error::Configuration(e.to_string().into());
     let db = ScratchDb::create(admin_url, "dialout_bench").await?;
     let pool = queue::pool(
         &db.url,
         settings.database.max_connections,
         Duration::from_secs(10),
     )
-    .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
-    queue::migrate(&pool)
-        .await
-        .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+    .map_err(config)?;
+    queue::migrate(&pool).await.map_err(config)?;
+    Ok((db, pool))
+}
+
+/// Enqueues `jobs` noop jobs, then times one worker draining them.
+pub async fn drain(
+    settings: &Settings,
+    admin_url: &str,
+    jobs: u64,
+) -> Result<DrainReport, sqlx::Error> {
+    let (db, pool) = migrated_scratch_db(settings, admin_url).await?;
     sqlx::query("INSERT INTO dialout_queue (kind) SELECT 'noop' FROM generate_series(1, $1)")
         .bind(jobs as i64)
         .execute(&pool)
@@ -170,16 +178,7 @@ pub async fn latency(
     admin_url: &str,
     samples: usize,
 ) -> Result<LatencyReport, sqlx::Error> {
-    let db = ScratchDb::create(admin_url, "dialout_bench").await?;
-    let pool = queue::pool(
-        &db.url,
-        settings.database.max_connections,
-        Duration::from_secs(10),
-    )
-    .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
-    queue::migrate(&pool)
-        .await
-        .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+    let (db, pool) = migrated_scratch_db(settings, admin_url).await?;
     let (stop, handle) = start_worker(settings, &pool).await;
     // Let the worker settle (LISTEN connected) before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
