@@ -100,11 +100,11 @@ impl Worker {
             migrate_with_retry(&self.pool, &self.settings, &shutdown).await?;
         }
         let w = &self.settings.worker;
-        // The queue's own bookkeeping (leasing, heartbeats, completion) gets its own
-        // few connections, so handlers busy with the database can never starve the
-        // heartbeat into losing leases.
+        // The queue's own bookkeeping gets its own connections, so handlers busy with
+        // the database can never starve the heartbeat into losing leases: one producer
+        // per kind, LISTEN, two completion writers, heartbeat, rescue, retention.
         let queue_pool = PgPoolOptions::new()
-            .max_connections(kinds.len() as u32 + 4)
+            .max_connections(kinds.len() as u32 + 6)
             .acquire_timeout(Duration::from_millis(
                 self.settings.database.acquire_timeout_ms,
             ))
