@@ -181,3 +181,48 @@ async fn retention_prunes_only_rows_that_ended_long_ago(pool: PgPool) {
         .unwrap();
     assert_eq!(left, [2, 3]);
 }
+
+struct Panics;
+
+impl JobHandler for Panics {
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move {
+            if ctx.payload()["boom"].as_bool().unwrap_or(false) {
+                panic!("boom at job {}", ctx.id());
+            }
+            Outcome::finished(json!({}))
+        })
+    }
+}
+
+#[sqlx::test]
+async fn a_panicking_handler_fails_its_job_and_the_worker_goes_on(pool: PgPool) {
+    let worker = Worker::new(
+        settings(),
+        pool.clone(),
+        Registry::new().with("noop", Panics),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone()));
+    let bad = enqueue(&pool, "noop", json!({"boom": true})).await;
+    let good = enqueue(&pool, "noop", json!({})).await;
+    assert_eq!(
+        ended(&pool, bad, Duration::from_secs(20)).await,
+        "finished_with_error"
+    );
+    assert_eq!(
+        ended(&pool, good, Duration::from_secs(20)).await,
+        "finished"
+    );
+    let error: String = sqlx::query_scalar("SELECT last_error FROM dialout_queue WHERE id = $1")
+        .bind(bad)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        error,
+        format!("internal error: the job handler panicked: boom at job {bad}")
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
