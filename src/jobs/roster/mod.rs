@@ -397,7 +397,7 @@ pub fn convert<R: BufRead, W: Write>(
             "quoted field not closed at end of file".into(),
         );
     }
-    c.finish_prev(&mut csv).map_err(ConvertError::Write)?;
+    c.finish_staged(&mut csv).map_err(ConvertError::Write)?;
     progress(Progress {
         bytes_read: lines.bytes_read,
         rows_read: c.report.rows_in,

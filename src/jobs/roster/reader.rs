@@ -10,7 +10,7 @@
 use std::io::{self, BufRead};
 use std::ops::Range;
 
-use super::rules::{is_no_email_marker, is_particle};
+use super::rules::{is_no_email_marker, is_particle, may_start_no_email_marker};
 
 /// Windows-1252 0x80..=0x9F; the five undefined bytes map to the C1 controls as in WHATWG.
 const CP1252_HIGH: [char; 32] = [
@@ -80,6 +80,8 @@ pub(crate) struct LineReader<R> {
     pub(crate) line_no: u64,
     /// The last line ended with a CR as the last byte of a read.
     after_cr: bool,
+    /// Bytes of the line last returned in place, consumed at the next call.
+    unconsumed: usize,
 }
 
 impl<R: BufRead> LineReader<R> {
@@ -92,6 +94,7 @@ impl<R: BufRead> LineReader<R> {
             bytes_read: 0,
             line_no: 0,
             after_cr: false,
+            unconsumed: 0,
         }
     }
 
@@ -101,30 +104,57 @@ impl<R: BufRead> LineReader<R> {
 
     /// Next line (1-based number, text without terminator), `None` at end of input.
     /// Lines end with LF, CRLF, or a lone CR (old Mac spreadsheets' "CSV (Macintosh)").
+    ///
+    /// A line that lies whole in the reader's buffer is returned in place (its bytes are
+    /// consumed at the start of the next call); only a line split across reads is copied.
     pub(crate) fn next_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
+        if self.unconsumed > 0 {
+            self.inner.consume(std::mem::take(&mut self.unconsumed));
+        }
         self.raw.clear();
         if std::mem::take(&mut self.after_cr) {
             // The LF of a CRLF split across two reads.
-            let buf = loop {
-                match self.inner.fill_buf() {
-                    Ok(b) => break b,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            };
+            let buf = fill(&mut self.inner)?;
             if buf.first() == Some(&b'\n') {
                 self.inner.consume(1);
                 self.bytes_read += 1;
             }
         }
+        // Fast path: the whole line is in the buffer.
+        let whole = {
+            let buf = fill(&mut self.inner)?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            match memchr::memchr2(b'\n', b'\r', buf) {
+                Some(i) if i <= self.max => {
+                    let used = if buf[i] == b'\n' {
+                        i + 1
+                    } else if buf.get(i + 1) == Some(&b'\n') {
+                        i + 2
+                    } else {
+                        // A CR at the end of the buffer may be followed by an LF in the next.
+                        self.after_cr = i + 1 == buf.len();
+                        i + 1
+                    };
+                    Some((i, used))
+                }
+                _ => None,
+            }
+        };
+        if let Some((len, used)) = whole {
+            self.unconsumed = used;
+            self.bytes_read += used as u64;
+            self.line_no += 1;
+            // Nothing was consumed, so this is the same buffer, without another read.
+            let buf = fill(&mut self.inner)?;
+            let line = classify(&buf[..len], self.line_no, &mut self.decoded);
+            return Ok(Some((self.line_no, line)));
+        }
         let mut too_long = false;
         let mut any = false;
         loop {
-            let buf = match self.inner.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+            let buf = fill(&mut self.inner)?;
             if buf.is_empty() {
                 if !any {
                     return Ok(None);
@@ -159,37 +189,100 @@ impl<R: BufRead> LineReader<R> {
         if too_long {
             return Ok(Some((self.line_no, Line::TooLong)));
         }
-        let mut bytes: &[u8] = &self.raw;
-        if self.line_no == 1 {
-            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let line = classify(&self.raw, self.line_no, &mut self.decoded);
+        Ok(Some((self.line_no, line)))
+    }
+}
+
+/// `fill_buf`, retrying on `Interrupted`.
+fn fill<R: BufRead>(inner: &mut R) -> io::Result<&[u8]> {
+    loop {
+        match inner.fill_buf() {
+            // Re-borrow so the loop does not hold the borrow (NLL limitation).
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        // Branch-free fold so it vectorises: this runs on every byte of the input.
-        let garbage = bytes.iter().fold(false, |acc, &b| {
-            acc | ((b < 0x20) & (b != b'\t') & (b != 0x0C)) | (b == 0x7F)
-        });
-        if garbage {
-            return Ok(Some((self.line_no, Line::Garbage)));
-        }
-        match std::str::from_utf8(bytes) {
-            Ok(text) => Ok(Some((
-                self.line_no,
-                Line::Text {
-                    text: text.trim_end(),
-                    cp1252: false,
-                },
-            ))),
-            Err(_) => {
-                decode_cp1252(bytes, &mut self.decoded);
-                Ok(Some((
-                    self.line_no,
-                    Line::Text {
-                        text: self.decoded.trim_end(),
-                        cp1252: true,
-                    },
-                )))
+    }
+    inner.fill_buf()
+}
+
+/// One line's bytes (without terminator) to text, or why it is not text.
+fn classify<'a>(mut bytes: &'a [u8], line_no: u64, decoded: &'a mut String) -> Line<'a> {
+    if line_no == 1 {
+        bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    }
+    // Fast path: one pass for the usual line (no control bytes at all, ASCII and two-byte
+    // UTF-8 only).
+    if let Some(text) = plain_latin_text(bytes) {
+        return Line::Text {
+            text: text.trim_end(),
+            cp1252: false,
+        };
+    }
+    // Branch-free fold so it vectorises.
+    let garbage = bytes.iter().fold(false, |acc, &b| {
+        acc | ((b < 0x20) & (b != b'\t') & (b != 0x0C)) | (b == 0x7F)
+    });
+    if garbage {
+        return Line::Garbage;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Line::Text {
+            text: text.trim_end(),
+            cp1252: false,
+        },
+        Err(_) => {
+            decode_cp1252(bytes, decoded);
+            Line::Text {
+                text: decoded.trim_end(),
+                cp1252: true,
             }
         }
     }
+}
+
+/// `bytes` as text when they hold no control byte (below 0x20, or 0x7F) and only ASCII and
+/// two-byte UTF-8 sequences (Latin-1 and the other Latin and Greek/Cyrillic letters: what
+/// names are made of), checked in one cheap pass; `None` means "take the general path",
+/// not "invalid".
+fn plain_latin_text(bytes: &[u8]) -> Option<&str> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(w) = bytes.get(i..i + 8) {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(w);
+            let w = u64::from_le_bytes(eight);
+            // All ASCII, none below 0x20 (borrow test), none equal to 0x7F (zero test).
+            let x = w ^ (ONES * 0x7F);
+            let special = (w & HIGHS)
+                | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+                | (x.wrapping_sub(ONES) & !x & HIGHS);
+            if special == 0 {
+                i += 8;
+                continue;
+            }
+        }
+        let c = bytes[i];
+        if c < 0x80 {
+            if c < 0x20 || c == 0x7F {
+                return None;
+            }
+            i += 1;
+        } else if (0xC2..=0xDF).contains(&c) && bytes.get(i + 1).is_some_and(|&n| n & 0xC0 == 0x80)
+        {
+            i += 2;
+        } else {
+            return None;
+        }
+    }
+    // SAFETY: the loop checked that every byte is ASCII or belongs to a pair of a lead byte
+    // 0xC2..=0xDF and a continuation byte 0x80..=0xBF. Such pairs are always well-formed
+    // UTF-8 (0xC0/0xC1 would be overlong; two-byte forms cannot encode surrogates), so
+    // `bytes` is valid UTF-8.
+    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
 }
 
 /// A column of a CSV/TSV header the converter uses.
@@ -383,43 +476,48 @@ pub(crate) struct SeedRow<'a> {
 pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> SeedRow<'a> {
     words.clear();
     let base = line.as_ptr() as usize;
+    let mut first = true;
+    // The leading row number ("4", "4.", "4)") is not part of the name: the first word is
+    // dropped as it is found, if it is one.
+    #[inline(always)]
+    fn push(words: &mut Vec<Range<usize>>, first: &mut bool, line: &str, r: Range<usize>) {
+        if !(std::mem::take(first) && is_row_number(&line[r.clone()])) {
+            words.push(r);
+        }
+    }
     // Fast path: when the only whitespace is the ASCII space (no tab, NBSP or other
-    // Unicode space lead byte), split with memchr. Branch-free so it vectorises.
-    let only_spaces = !line.bytes().fold(false, |acc, b| {
-        acc | (b == b'\t')
-            | (b == 0x0B)
-            | (b == 0x0C)
-            | (b == b'\r')
-            | (b == b'\n')
-            | (b == 0xC2)
-            | (b == 0xE2)
-            | (b == 0xE3)
-    });
-    if only_spaces {
+    // Unicode space lead byte), split at spaces with a plain byte loop (words are short,
+    // so this beats a memchr call per word).
+    if !may_have_other_space(line.as_bytes()) {
+        let b = line.as_bytes();
         let mut start = 0;
-        for i in memchr::memchr_iter(b' ', line.as_bytes()).chain([line.len()]) {
-            if i > start {
-                words.push(start..i);
+        for (i, &c) in b.iter().enumerate() {
+            if c == b' ' {
+                if i > start {
+                    push(words, &mut first, line, start..i);
+                }
+                start = i + 1;
             }
-            start = i + 1;
+        }
+        if b.len() > start {
+            push(words, &mut first, line, start..b.len());
         }
     } else {
         for w in super::rules::words(line) {
             let s = w.as_ptr() as usize - base;
-            words.push(s..s + w.len());
+            push(words, &mut first, line, s..s + w.len());
         }
-    }
-    // The leading row number ("4", "4.", "4)") is not part of the name.
-    if let Some(first) = words.first()
-        && is_row_number(&line[first.clone()])
-    {
-        words.remove(0);
     }
     let n = words.len();
     let mut slot: Option<(usize, usize, SeedEmail<'a>)> = None;
+    // The first `@` after the first word: the first word whose end is past it holds it
+    // (`@` is never whitespace), and no word before that one has an `@`.
+    let first_at = words
+        .get(1)
+        .and_then(|r| memchr::memchr(b'@', &line.as_bytes()[r.start..]).map(|p| r.start + p));
     for i in 1..n {
         let w = &line[words[i].clone()];
-        if w.contains('@') {
+        if first_at.is_some_and(|p| p < words[i].end) {
             slot = Some((i, i + 1, SeedEmail::Given(w)));
             break;
         }
@@ -434,6 +532,9 @@ pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> Se
     if slot.is_none() {
         // A marker needs at least a forename and a surname before it.
         'outer: for i in 2..n {
+            if !may_start_no_email_marker(&line[words[i].clone()]) {
+                continue;
+            }
             for k in (1..=3).rev() {
                 // Every marker starts with one of these: skip the rest cheaply.
                 let lead = line.as_bytes()[words[i].start].to_ascii_lowercase();
@@ -461,6 +562,41 @@ pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> Se
             department: "",
         },
     }
+}
+
+/// False only when `b` has no byte below 0x20 and no lead byte 0xC2, 0xE2 or 0xE3: then
+/// the ASCII space is its only whitespace (see `rules::words`). True may be a false alarm
+/// (any control byte counts), which only costs the slower exact split.
+pub(crate) fn may_have_other_space(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Bit 7 of a byte of the result is set when some byte of `x` is zero (exact as a
+    // whole: non-zero iff a zero byte exists).
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let word = |x: u64| {
+        // A byte below 0x20: `x - 0x20` borrows into bit 7 with bit 7 of `x` clear.
+        let below_20 = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        below_20 | has_zero(x ^ (ONES * 0xC2)) | has_zero((x & (ONES * 0xFE)) ^ (ONES * 0xE2))
+    };
+    let mut chunks = b.chunks_exact(8);
+    let mut acc = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        acc |= word(u64::from_le_bytes(w));
+    }
+    let rest = chunks.remainder();
+    if let Some(last) = b.last_chunk::<8>() {
+        // The last eight bytes again (overlapping is harmless for a yes/no test): no
+        // variable-length copy.
+        acc |= word(u64::from_le_bytes(*last));
+    } else {
+        // Shorter than eight bytes: each byte, repeated across a word.
+        for &c in rest {
+            acc |= word(ONES * u64::from(c));
+        }
+    }
+    acc != 0
 }
 
 fn is_row_number(w: &str) -> bool {
@@ -552,6 +688,57 @@ mod tests {
         assert_eq!(c.get(1), r#"Ruiz, "la jefa""#);
         assert_eq!(c.get(2), "x");
         assert!(c.split(r#"Ana,"open"#, b',').is_err());
+    }
+
+    #[test]
+    fn other_space_check() {
+        for t in ["Juan Pérez", "", "abcdefghijklmnopq", "ünicode ñ ç ÿ"] {
+            assert!(!may_have_other_space(t.as_bytes()), "{t:?}");
+        }
+        for t in [
+            "Juan\tPérez",
+            "12345678901234\u{a0}x",
+            "a\u{2003}",
+            "\u{3000}",
+            "abcdefgh\u{c}",
+            "x\u{1}",
+        ] {
+            assert!(may_have_other_space(t.as_bytes()), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn latin_fast_path_agrees_with_std() {
+        let samples: &[&[u8]] = &[
+            b"",
+            b"Juan P\xC3\xA9rez Garc\xC3\xADa u1@x.com",
+            b"abcdefghijklmnop\xC3",
+            b"\xC3\xA9\xC3",
+            b"\xC0\x80",
+            b"\xC1\xBF",
+            b"\xC2\x80\xDF\xBF",
+            b"\xE2\x80\x83 x",
+            b"\xF1oz",
+            b"Mu\xF1oz",
+            b"\xC3\xC3",
+            b"\xC3A",
+            b"abcdefgh\tijklmnop",
+            b"abcdefgh\x7fijklmnop",
+            b"abcdefghijklmno\x01",
+            b"a\x1f",
+            b"~~~~~~~~ ~~~~~~~",
+        ];
+        for s in samples {
+            let std = std::str::from_utf8(s).ok();
+            let controls = s.iter().any(|&b| b < 0x20 || b == 0x7F);
+            match plain_latin_text(s) {
+                Some(t) => assert!(Some(t) == std && !controls, "{s:?}"),
+                None => assert!(
+                    std.is_none() || controls || s.iter().any(|&b| b >= 0xE0),
+                    "{s:?}"
+                ),
+            }
+        }
     }
 
     #[test]

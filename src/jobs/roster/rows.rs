@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use super::ConvertOptions;
 use super::reader::{self, Cells, Field, Header, SeedEmail};
 use super::report::{EmailProblem, GeneratedEmail, Rejected, Renamed, Report, Warning};
-use super::rules::{self, MAX_DEPARTMENT_CHARS, MAX_NAME_CHARS, Registry, Username};
+use super::rules::{self, Hint, MAX_DEPARTMENT_CHARS, MAX_NAME_CHARS, Registry, Username};
 use super::writer::{MoodleCsv, Row};
 
 /// Where the address of a row comes from.
@@ -30,15 +30,23 @@ struct Staged {
     problem: Option<EmailProblem>,
     /// Seed line without email slot: warn that the whole line was taken as the name.
     guessed_split: bool,
+    /// Hashes phase A computed for phase B's username and address look-ups.
+    user_hint: Hint,
+    email_hint: Option<Hint>,
 }
 
-/// Per-conversion state. Every buffer is reused from row to row.
+/// Per-conversion state. Every buffer is reused from row to row; the staged rows are boxed
+/// so moving them along swaps pointers, not their buffers.
 ///
-/// Rows go through two phases, one row apart: phase A parses row N and checks everything
-/// that can reject it, then asks the CPU to prefetch the registry slots row N will touch;
-/// phase B, run after phase A of row N + 1, claims the username and address of row N and
-/// writes it. The registries are bigger than the caches, so this hides a memory round trip
-/// per lookup behind the parsing of the next row. Output order is input order.
+/// Rows go through three steps, one row apart: phase A parses row N and checks everything
+/// that can reject it, hashes the names it will claim and asks the CPU to prefetch their
+/// registry slots; after phase A of row N + 1, the middle step reads row N's counters
+/// (now cached) and prefetches the slot of the renamed name it will most likely get;
+/// phase B, run after phase A of row N + 2, claims the username and address of row N and
+/// writes it. The registries are bigger than the caches, so this hides the memory round
+/// trips of each lookup behind the parsing of the next rows. Output order is input order,
+/// and the report's lists keep input order too (rejections all come from phase A, the
+/// other lists all from phase B).
 pub(crate) struct Converter {
     cap: usize,
     at_domain: Option<String>,
@@ -48,13 +56,18 @@ pub(crate) struct Converter {
     pub(crate) cells: Cells,
     words: Vec<std::ops::Range<usize>>,
     /// Phase A's row.
-    cur: Staged,
+    cur: Box<Staged>,
+    /// The row between the two phases: its counters are read and its second prefetch
+    /// issued while the row before it is finished.
+    mid: Box<Staged>,
+    mid_ready: bool,
     /// The row waiting for phase B.
-    prev: Staged,
+    prev: Box<Staged>,
     prev_ready: bool,
     /// Phase A accepted `cur`.
     accepted: bool,
     tmp: String,
+    email_check: rules::EmailChecker,
     username: String,
     email_out: String,
 }
@@ -80,11 +93,14 @@ impl Converter {
             report: Report::new(options.format),
             cells: Cells::default(),
             words: Vec::new(),
-            cur: Staged::default(),
-            prev: Staged::default(),
+            cur: Box::default(),
+            mid: Box::default(),
+            mid_ready: false,
+            prev: Box::default(),
             prev_ready: false,
             accepted: false,
             tmp: String::new(),
+            email_check: rules::EmailChecker::default(),
             username: String::new(),
             email_out: String::new(),
         }
@@ -97,24 +113,62 @@ impl Converter {
             .record(self.cap, || Rejected { line, reason });
     }
 
-    /// After phase A of a line: stage the accepted row and finish the previous one.
+    /// After phase A of a line: stage the accepted row, move the staged ones along, and
+    /// finish the oldest.
     pub(crate) fn advance<W: Write>(&mut self, csv: &mut MoodleCsv<'_, W>) -> io::Result<()> {
         if std::mem::take(&mut self.accepted) {
-            self.finish_prev(csv)?;
-            std::mem::swap(&mut self.cur, &mut self.prev);
-            self.prev_ready = true;
+            self.finish_oldest(csv)?;
+            if std::mem::take(&mut self.mid_ready) {
+                self.look_ahead_mid();
+                std::mem::swap(&mut self.mid, &mut self.prev);
+                self.prev_ready = true;
+            }
+            std::mem::swap(&mut self.cur, &mut self.mid);
+            self.mid_ready = true;
         }
         Ok(())
     }
 
-    /// Phase B of the staged row, if any.
-    pub(crate) fn finish_prev<W: Write>(&mut self, csv: &mut MoodleCsv<'_, W>) -> io::Result<()> {
+    /// Phase B of every staged row, in order.
+    pub(crate) fn finish_staged<W: Write>(&mut self, csv: &mut MoodleCsv<'_, W>) -> io::Result<()> {
+        self.finish_oldest(csv)?;
+        if std::mem::take(&mut self.mid_ready) {
+            self.look_ahead_mid();
+            std::mem::swap(&mut self.mid, &mut self.prev);
+            self.prev_ready = true;
+            self.finish_oldest(csv)?;
+        }
+        Ok(())
+    }
+
+    /// The middle row's second prefetch: reads the counters whose slots phase A started
+    /// loading.
+    fn look_ahead_mid(&mut self) {
+        let row = &mut self.mid;
+        self.usernames
+            .prefetch_next(&row.base, "", &mut row.user_hint);
+        if let (Some(_), Some(at_domain), Some(hint)) =
+            (&row.problem, &self.at_domain, &mut row.email_hint)
+            && !row.local.is_empty()
+        {
+            self.emails.prefetch_next(&row.local, at_domain, hint);
+        }
+    }
+
+    /// Phase B of the oldest staged row, if any.
+    fn finish_oldest<W: Write>(&mut self, csv: &mut MoodleCsv<'_, W>) -> io::Result<()> {
         if !std::mem::take(&mut self.prev_ready) {
             return Ok(());
         }
         let row = &mut self.prev;
         let line = row.line;
-        if row.problem.is_none() && !self.emails.insert(&row.email) {
+        let email_hint = row.email_hint.take();
+        if row.problem.is_none()
+            && !match &email_hint {
+                Some(hint) => self.emails.insert_hinted(&row.email, hint),
+                None => self.emails.insert(&row.email),
+            }
+        {
             let e = row.email.clone();
             self.report.warnings.record(self.cap, || Warning {
                 line,
@@ -123,7 +177,9 @@ impl Converter {
                 ),
             });
         }
-        let (name, renamed) = self.usernames.claim(&row.base, "");
+        let (name, renamed) = self
+            .usernames
+            .claim_hinted(&row.base, "", Some(&row.user_hint));
         self.username.clear();
         self.username.push_str(name);
         if renamed {
@@ -137,10 +193,14 @@ impl Converter {
         self.email_out.clear();
         match (row.problem.take(), &self.at_domain) {
             (Some(problem), Some(at_domain)) => {
-                if row.local.is_empty() {
+                let hint = if row.local.is_empty() {
+                    // The prefetch was for another name.
                     row.local.push_str(&self.username);
-                }
-                let (addr, _) = self.emails.claim(&row.local, at_domain);
+                    None
+                } else {
+                    email_hint.as_ref()
+                };
+                let (addr, _) = self.emails.claim_hinted(&row.local, at_domain, hint);
                 self.email_out.push_str(addr);
                 let (u, e) = (&self.username, &self.email_out);
                 self.report
@@ -198,8 +258,8 @@ impl Converter {
             );
         };
         let cur = &mut self.cur;
-        join_words(&words[..k], &mut cur.first);
-        join_words(&words[k..], &mut cur.last);
+        join_words(text, &self.words[..k], &mut cur.first);
+        join_words(text, &self.words[k..], &mut cur.last);
         rules::username_base_from_words(words[0], words[k..].iter().copied(), &mut cur.base);
         // A department typed as "Ventas, Norte" means the text inside the quotes.
         let dept = row.department.trim();
@@ -298,7 +358,7 @@ impl Converter {
         }
         cur.problem = match email_in {
             EmailIn::Given(raw) => {
-                let t = raw.trim_matches(|c: char| matches!(c, '<' | '>' | ',' | ';' | '(' | ')'));
+                let t = trim_email_punctuation(raw);
                 let t = t
                     .strip_prefix("mailto:")
                     .or_else(|| t.strip_prefix("MAILTO:"))
@@ -310,7 +370,7 @@ impl Converter {
                 } else {
                     cur.email.extend(t.chars().flat_map(char::to_lowercase));
                 }
-                if rules::is_valid_email(&cur.email) {
+                if self.email_check.is_valid(&cur.email) {
                     None
                 } else {
                     Some(EmailProblem::Invalid {
@@ -328,27 +388,40 @@ impl Converter {
             );
         }
         cur.line = line;
-        self.usernames.prefetch(&cur.base, "");
-        match (&cur.problem, &self.at_domain) {
-            (None, _) => self.emails.prefetch(&cur.email, ""),
+        cur.user_hint = self.usernames.prefetch_claim(&cur.base, "");
+        cur.email_hint = match (&cur.problem, &self.at_domain) {
+            (None, _) => Some(self.emails.prefetch_insert(&cur.email)),
             (Some(_), Some(at_domain)) => {
                 rules::email_local_base(&cur.first, &cur.last, &mut cur.local);
-                self.emails.prefetch(&cur.local, at_domain);
+                Some(self.emails.prefetch_claim(&cur.local, at_domain))
             }
-            (Some(_), None) => {}
-        }
+            (Some(_), None) => None,
+        };
         self.report.rows_in += 1;
         self.accepted = true;
     }
 }
 
-fn join_words(words: &[&str], out: &mut String) {
+/// Joins the words of `line` at `ranges` with one space.
+fn join_words(line: &str, ranges: &[std::ops::Range<usize>], out: &mut String) {
     out.clear();
-    for (i, w) in words.iter().enumerate() {
+    let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+        return;
+    };
+    // Usually the words are already separated by single spaces: one copy.
+    let b = line.as_bytes();
+    if ranges
+        .windows(2)
+        .all(|w| w[1].start == w[0].end + 1 && b[w[0].end] == b' ')
+    {
+        out.push_str(&line[first.start..last.end]);
+        return;
+    }
+    for (i, r) in ranges.iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(w);
+        out.push_str(&line[r.clone()]);
     }
 }
 
@@ -357,10 +430,26 @@ fn join_words(words: &[&str], out: &mut String) {
 fn collapse_ws(text: &str, out: &mut String) {
     out.clear();
     let t = text.trim();
+    // Usually there is nothing to collapse: no whitespace but single ASCII spaces.
+    let b = t.as_bytes();
+    if !reader::may_have_other_space(b) && !b.windows(2).any(|w| w == b"  ") {
+        out.push_str(t);
+        return;
+    }
     for (i, w) in rules::words(t).enumerate() {
         if i > 0 {
             out.push(' ');
         }
         out.push_str(w);
     }
+}
+
+/// Trims `<>,;()` from both ends of a given address. Byte-wise: they are all ASCII, so the
+/// cut points are character boundaries.
+fn trim_email_punctuation(raw: &str) -> &str {
+    let strip = |b: u8| matches!(b, b'<' | b'>' | b',' | b';' | b'(' | b')');
+    let b = raw.as_bytes();
+    let start = b.iter().position(|&c| !strip(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !strip(c)).map_or(start, |e| e + 1);
+    raw.get(start..end.max(start)).unwrap_or_default()
 }

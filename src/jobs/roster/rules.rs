@@ -1,8 +1,7 @@
 //! Username and email rules: transliteration, Moodle's username alphabet, "no email"
 //! markers, email parsing, and the uniqueness registries.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 
 /// Moodle's `user.username`, `email`, `firstname` and `lastname` columns are
 /// `varchar(100)`; `department` is `varchar(255)`.
@@ -163,26 +162,67 @@ fn is_valid_domain(d: &str) -> bool {
         && (last.bytes().all(|c| c.is_ascii_lowercase()) || last.starts_with("xn--"))
 }
 
+/// Bytes of a dot-atom local part (after lower-casing).
+const LOCAL_PART_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_lowercase() || b.is_ascii_digit();
+        c += 1;
+    }
+    let extra = b"!#$%&'*+/=?^_`{|}~.-";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Checks an already lower-cased address: a dot-atom local part (RFC 5322, as Moodle's
 /// `validate_email` accepts) and a DNS domain, at most 100 characters (Moodle's column).
+#[cfg(test)]
 pub(crate) fn is_valid_email(lower: &str) -> bool {
-    if lower.len() > MAX_EMAIL_CHARS {
-        return false;
+    EmailChecker::default().is_valid(lower)
+}
+
+/// [`is_valid_email`] that remembers the last valid domain: a roster's addresses share a
+/// few domains, so most checks skip the domain.
+#[derive(Default)]
+pub(crate) struct EmailChecker {
+    valid_domain: String,
+}
+
+impl EmailChecker {
+    pub(crate) fn is_valid(&mut self, lower: &str) -> bool {
+        if lower.len() > MAX_EMAIL_CHARS {
+            return false;
+        }
+        let Some(at) = memchr::memrchr(b'@', lower.as_bytes()) else {
+            return false;
+        };
+        let (local, domain) = (&lower[..at], &lower[at + 1..]);
+        let lb = local.as_bytes();
+        if lb.is_empty() || lb.len() > MAX_LOCAL_PART || lb[0] == b'.' || lb[lb.len() - 1] == b'.' {
+            return false;
+        }
+        if local.contains("..") {
+            return false;
+        }
+        if !lb.iter().all(|&c| LOCAL_PART_BYTE[usize::from(c)]) {
+            return false;
+        }
+        if !domain.is_empty() && domain == self.valid_domain {
+            return true;
+        }
+        if is_valid_domain(domain) {
+            self.valid_domain.clear();
+            self.valid_domain.push_str(domain);
+            return true;
+        }
+        false
     }
-    let Some((local, domain)) = lower.rsplit_once('@') else {
-        return false;
-    };
-    let lb = local.as_bytes();
-    if lb.is_empty() || lb.len() > MAX_LOCAL_PART || lb[0] == b'.' || lb[lb.len() - 1] == b'.' {
-        return false;
-    }
-    if local.contains("..") {
-        return false;
-    }
-    let local_ok = lb.iter().all(|&c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || b"!#$%&'*+/=?^_`{|}~.-".contains(&c)
-    });
-    local_ok && is_valid_domain(domain)
 }
 
 /// Words spreadsheets and tutors put where an address is missing. Compared after
@@ -217,34 +257,90 @@ const NO_EMAIL_MARKERS: &[&str] = &[
     "?",
 ];
 
+/// The first words of [`NO_EMAIL_MARKERS`].
+const MARKER_FIRST_WORDS: &[&str] = &[
+    "no", "sin", "ninguno", "ninguna", "none", "n/a", "n/d", "s/c", "s/d", "na", "nd", "-", "--",
+    "---", "?",
+];
+
+/// False when no marker can start with `word` (a word as `words` splits them): an ASCII
+/// word that is no marker's first word. A non-ASCII word may hold a Unicode space that
+/// [`is_no_email_marker`] reads as a separator, so it is left to that check.
+pub(crate) fn may_start_no_email_marker(word: &str) -> bool {
+    !word.is_ascii()
+        || MARKER_FIRST_WORDS
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(word))
+}
+
+/// Length of the longest of [`NO_EMAIL_MARKERS`].
+const MAX_MARKER_LEN: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < NO_EMAIL_MARKERS.len() {
+        if NO_EMAIL_MARKERS[i].len() > max {
+            max = NO_EMAIL_MARKERS[i].len();
+        }
+        i += 1;
+    }
+    max
+};
+
 /// Whether `text` (one or more words) means "no address".
 pub(crate) fn is_no_email_marker(text: &str) -> bool {
     if text.len() > 24 {
         return false;
     }
+    // A character that is neither ASCII nor whitespace (its lead byte is none of the
+    // whitespace characters' 0xC2, 0xE1, 0xE2, 0xE3) means no marker: "Sánchez" stops here.
+    if text
+        .bytes()
+        .any(|b| b >= 0xC0 && !matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3))
+    {
+        return false;
+    }
+    // Whitespace runs become one space; leading and trailing ones vanish (a space is only
+    // written before a following character).
     let mut buf = [0u8; 24];
     let mut n = 0;
     let mut space = false;
-    for c in text.trim().chars() {
-        if c.is_whitespace() {
-            space = true;
-            continue;
-        }
-        if !c.is_ascii() {
-            return false;
-        }
+    let mut put = |c: u8, space: bool| {
         if space && n > 0 {
             buf[n] = b' ';
             n += 1;
         }
-        space = false;
-        if n >= buf.len() {
+        // Longer than every marker: not one.
+        if n >= MAX_MARKER_LEN {
             return false;
         }
-        buf[n] = c.to_ascii_lowercase() as u8;
+        buf[n] = c.to_ascii_lowercase();
         n += 1;
+        true
+    };
+    if text.is_ascii() {
+        for &b in text.as_bytes() {
+            // `char::is_whitespace` on ASCII.
+            if matches!(b, b' ' | 0x09..=0x0D) {
+                space = true;
+                continue;
+            }
+            if !put(b, std::mem::take(&mut space)) {
+                return false;
+            }
+        }
+    } else {
+        for c in text.chars() {
+            if c.is_whitespace() {
+                space = true;
+                continue;
+            }
+            if !c.is_ascii() || !put(c as u8, std::mem::take(&mut space)) {
+                return false;
+            }
+        }
     }
-    std::str::from_utf8(&buf[..n]).is_ok_and(|s| NO_EMAIL_MARKERS.contains(&s))
+    let normalized = &buf[..n];
+    NO_EMAIL_MARKERS.iter().any(|m| m.as_bytes() == normalized)
 }
 
 /// Appends the ASCII transliteration of `c`, lower case, letters and digits only. Covers
@@ -290,21 +386,52 @@ pub(crate) fn push_ascii_alnum(c: char, out: &mut String) {
     out.push_str(s);
 }
 
+/// ASCII byte to what [`push_ascii_alnum`] appends for it: lower-cased letters and digits,
+/// 0 for nothing.
+const ASCII_ALNUM_LOWER: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut c = 0;
+    while c < 128 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric() {
+            t[c] = b.to_ascii_lowercase();
+        }
+        c += 1;
+    }
+    t
+};
+
 /// Appends the transliteration of every character of `text`.
 pub(crate) fn push_ascii_word(text: &str, out: &mut String) {
-    if text.is_ascii() {
-        // Fast path: most rosters are plain ASCII.
-        for b in text.bytes() {
-            if b.is_ascii_alphanumeric() {
-                out.push(b.to_ascii_lowercase() as char);
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c < 0x80 {
+            let t = ASCII_ALNUM_LOWER[usize::from(c)];
+            if t != 0 {
+                out.push(char::from(t));
             }
-        }
-    } else {
-        for c in text.chars() {
-            push_ascii_alnum(c, out);
+            i += 1;
+        } else if c == 0xC3 && i + 1 < b.len() {
+            // U+00C0..=U+00FF (the Latin-1 letters): a table instead of the match.
+            out.push_str(LATIN1_LETTERS[usize::from(b[i + 1] & 0x3F)]);
+            i += 2;
+        } else {
+            let ch = text[i..].chars().next().unwrap_or_default();
+            push_ascii_alnum(ch, out);
+            i += ch.len_utf8();
         }
     }
 }
+
+/// [`push_ascii_alnum`] of U+00C0 + i.
+const LATIN1_LETTERS: [&str; 64] = [
+    "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i", "i", // C0
+    "d", "n", "o", "o", "o", "o", "o", "", "o", "u", "u", "u", "u", "y", "th", "ss", // D0
+    "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i", "i", // E0
+    "d", "n", "o", "o", "o", "o", "o", "", "o", "u", "u", "u", "u", "y", "th", "y", // F0
+];
 
 /// Splits on whitespace like `str::split_whitespace`, but byte-wise (much faster than the
 /// char-predicate search). Whitespace: ASCII whitespace, NBSP (spreadsheets and blogs
@@ -379,7 +506,18 @@ const PARTICLES: &[&str] = &[
 ];
 
 pub(crate) fn is_particle(word: &str) -> bool {
-    word.len() <= 3 && PARTICLES.iter().any(|p| p.eq_ignore_ascii_case(word))
+    let b = word.as_bytes();
+    if b.is_empty() || b.len() > 3 {
+        return false;
+    }
+    // Every particle starts with one of these: most words stop here.
+    if !matches!(
+        b[0].to_ascii_lowercase(),
+        b'd' | b'l' | b'v' | b'y' | b'e' | b'i' | b'm' | b's'
+    ) {
+        return false;
+    }
+    PARTICLES.iter().any(|p| p.eq_ignore_ascii_case(word))
 }
 
 /// The first surname among surname words: the first word, with any leading particles
@@ -438,24 +576,6 @@ pub(crate) fn email_local_base(firstname: &str, lastname: &str, out: &mut String
     out.truncate(MAX_LOCAL_PART - 8);
 }
 
-/// Hashes are already SipHash outputs keyed per registry; hashing them again is waste.
-#[derive(Default)]
-struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// Open-addressing set of 64-bit hashes, linear probing, at most half full: one cache
 /// line touched per insert in the common case, 16 bytes per entry at worst.
 struct U64Set {
@@ -510,17 +630,7 @@ impl U64Set {
     /// Asks the CPU to start loading `h`'s slot. The table is bigger than the caches, so
     /// an insert is a memory round trip; started early, it overlaps with other work.
     fn prefetch(&self, h: u64) {
-        let i = (h.max(1) as usize) & (self.slots.len() - 1);
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let p = self.slots[i..].as_ptr().cast::<i8>();
-            // SAFETY: a prefetch is only a hint: it never faults and never changes memory;
-            // `p` points into `self.slots` anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
+        prefetch_slot(&self.slots, (h.max(1) as usize) & (self.slots.len() - 1));
     }
 
     fn grow(&mut self) {
@@ -536,7 +646,101 @@ impl U64Set {
         }
     }
 }
-type U64Map = HashMap<u64, u32, BuildHasherDefault<IdentityHasher>>;
+/// Asks the CPU to start loading `slots[i]` into the caches.
+fn prefetch_slot<T>(slots: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = slots[i..].as_ptr().cast::<i8>();
+        // SAFETY: a prefetch is only a hint: it never faults and never changes memory;
+        // `p` points into `slots` anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (slots, i);
+}
+
+/// Open-addressing map from 64-bit hashes to counters, linear probing, at most half full.
+/// Key 0 marks an empty slot, so it is kept on the side.
+struct U64Map {
+    slots: Vec<(u64, u32)>,
+    len: usize,
+    zero: Option<u32>,
+}
+
+impl U64Map {
+    fn new() -> Self {
+        Self {
+            slots: vec![(0, 0); 256],
+            len: 0,
+            zero: None,
+        }
+    }
+
+    fn prefetch(&self, k: u64) {
+        prefetch_slot(&self.slots, (k as usize) & (self.slots.len() - 1));
+    }
+
+    fn get(&self, k: u64) -> Option<u32> {
+        if k == 0 {
+            return self.zero;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (k as usize) & mask;
+        loop {
+            match self.slots[i] {
+                (0, _) => return None,
+                (s, v) if s == k => return Some(v),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn insert(&mut self, k: u64, v: u32) {
+        if k == 0 {
+            self.zero = Some(v);
+            return;
+        }
+        if (self.len + 1) * 2 > self.slots.len() {
+            let bigger = vec![(0, 0); self.slots.len() * 2];
+            let old = std::mem::replace(&mut self.slots, bigger);
+            let mask = self.slots.len() - 1;
+            for (k, v) in old.into_iter().filter(|&(k, _)| k != 0) {
+                let mut i = (k as usize) & mask;
+                while self.slots[i].0 != 0 {
+                    i = (i + 1) & mask;
+                }
+                self.slots[i] = (k, v);
+            }
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (k as usize) & mask;
+        loop {
+            let s = self.slots[i].0;
+            if s == 0 {
+                self.slots[i] = (k, v);
+                self.len += 1;
+                return;
+            }
+            if s == k {
+                self.slots[i].1 = v;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// Hashes phase A computed for a later [`Registry::claim`] or [`Registry::insert`] of the
+/// same name, so phase B does not compute them again.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Hint {
+    /// Hash of base + tail.
+    full: u64,
+    /// The counter seen at prefetch time (0: none) and the hash of base + it + tail.
+    next: u32,
+    next_hash: u64,
+}
 
 /// Names already taken, kept as 64-bit keyed hashes so memory is 8 bytes (plus table
 /// overhead) per name whatever its length. A hash collision (about 1 in 10^7 over a
@@ -562,6 +766,7 @@ pub(crate) struct Registry {
     email: bool,
     candidate: String,
     scratch: String,
+    scratch_hash: u64,
 }
 
 impl Registry {
@@ -578,10 +783,11 @@ impl Registry {
             seed: RandomState::new().hash_one(0x5EED_u64),
             plain: U64Set::new(),
             numbered: U64Set::new(),
-            next_suffix: U64Map::default(),
+            next_suffix: U64Map::new(),
             email,
             candidate: String::new(),
             scratch: String::new(),
+            scratch_hash: 0,
         }
     }
 
@@ -600,9 +806,16 @@ impl Registry {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
+            // The rest zero-padded, little-endian, without a variable-length copy: from the
+            // last eight bytes shifted down when there are eight, else byte by byte.
+            let w = match b.last_chunk::<8>() {
+                Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - rest.len())),
+                None => rest
+                    .iter()
+                    .enumerate()
+                    .fold(0, |w, (j, &c)| w | u64::from(c) << (8 * j)),
+            };
+            h = (h ^ w).wrapping_mul(K).rotate_left(29);
         }
         h ^= h >> 33;
         h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
@@ -613,7 +826,7 @@ impl Registry {
 
     fn body_end(&self, name: &str) -> usize {
         if self.email {
-            name.rfind('@').unwrap_or(name.len())
+            memchr::memrchr(b'@', name.as_bytes()).unwrap_or(name.len())
         } else {
             name.len()
         }
@@ -631,22 +844,32 @@ impl Registry {
         let Ok(n) = digits.parse::<u32>() else {
             return false;
         };
-        let mut key = std::mem::take(&mut self.scratch);
-        key.clear();
-        key.push_str(prefix);
-        key.push_str(&name[body_end..]);
-        let next = self.next_suffix.get(&self.hash(&key)).copied();
-        self.scratch = key;
+        // `scratch` keeps the last key and `scratch_hash` its hash: given addresses like
+        // `u123@x.edu`, `u124@x.edu` share theirs.
+        let tail = &name[body_end..];
+        let key = &self.scratch;
+        if !(key.len() == prefix.len() + tail.len()
+            && key.starts_with(prefix)
+            && key.ends_with(tail))
+        {
+            let mut key = std::mem::take(&mut self.scratch);
+            key.clear();
+            key.push_str(prefix);
+            key.push_str(tail);
+            self.scratch_hash = self.hash(&key);
+            self.scratch = key;
+        }
+        let next = self.next_suffix.get(self.scratch_hash);
         next.is_some_and(|next| n >= 2 && n < next)
     }
 
-    /// Marks `name` (body ending at `body_end`) as taken; false when it already was.
-    fn take(&mut self, name: &str, body_end: usize) -> bool {
+    /// Marks `name` (body ending at `body_end`, hash `h`) as taken; false when it already
+    /// was.
+    fn take(&mut self, name: &str, body_end: usize, h: u64) -> bool {
         let numbered = name[..body_end].ends_with(|c: char| c.is_ascii_digit());
         if numbered && self.implied(name, body_end) {
             return false;
         }
-        let h = self.hash(name);
         if numbered {
             self.numbered.insert(h)
         } else {
@@ -654,65 +877,121 @@ impl Registry {
         }
     }
 
-    /// Starts loading the slots a later [`Self::claim`] or [`Self::insert`] of `base` +
-    /// `tail` will touch (see `Converter` for why).
-    pub(crate) fn prefetch(&mut self, base: &str, tail: &str) {
-        let mut cand = std::mem::take(&mut self.candidate);
-        cand.clear();
-        cand.push_str(base);
-        cand.push_str(tail);
-        let h = self.hash(&cand);
-        if base.ends_with(|c: char| c.is_ascii_digit()) {
+    /// Starts loading the slot a later [`Self::insert_hinted`] of `name` will touch (see
+    /// `Converter` for why), and returns the hash it computed for it.
+    pub(crate) fn prefetch_insert(&mut self, name: &str) -> Hint {
+        let h = self.hash(name);
+        let body_end = self.body_end(name);
+        if name[..body_end].ends_with(|c: char| c.is_ascii_digit()) {
             self.numbered.prefetch(h);
         } else {
             self.plain.prefetch(h);
         }
-        // A base seen before is most likely renamed to its next number.
-        if let Some(&n) = self.next_suffix.get(&h) {
-            cand.clear();
-            cand.push_str(base);
-            push_u32(n, &mut cand);
-            cand.push_str(tail);
-            self.numbered.prefetch(self.hash(&cand));
+        Hint {
+            full: h,
+            next: 0,
+            next_hash: 0,
         }
+    }
+
+    /// Starts loading the slots a later [`Self::claim_hinted`] of `base` + `tail` will
+    /// touch first (the name's and its counter's), and returns the hash it computed.
+    /// [`Self::prefetch_next`] continues once those slots have had time to arrive.
+    pub(crate) fn prefetch_claim(&mut self, base: &str, tail: &str) -> Hint {
+        let mut cand = std::mem::take(&mut self.candidate);
+        cand.clear();
+        cand.push_str(base);
+        if !tail.is_empty() {
+            cand.push_str(tail);
+        }
+        let hint = self.prefetch_insert(&cand);
+        self.candidate = cand;
+        self.next_suffix.prefetch(hint.full);
+        hint
+    }
+
+    /// Second step of [`Self::prefetch_claim`]: a base seen before is most likely renamed
+    /// to its next number, so this reads the counter and starts loading that name's slot.
+    pub(crate) fn prefetch_next(&mut self, base: &str, tail: &str, hint: &mut Hint) {
+        let Some(n) = self.next_suffix.get(hint.full) else {
+            return;
+        };
+        let mut cand = std::mem::take(&mut self.candidate);
+        cand.clear();
+        cand.push_str(base);
+        push_u32(n, &mut cand);
+        if !tail.is_empty() {
+            cand.push_str(tail);
+        }
+        hint.next = n;
+        hint.next_hash = self.hash(&cand);
+        self.numbered.prefetch(hint.next_hash);
         self.candidate = cand;
     }
 
     /// Marks `name` as taken; returns false when it already was.
     pub(crate) fn insert(&mut self, name: &str) -> bool {
         let end = self.body_end(name);
-        self.take(name, end)
+        let h = self.hash(name);
+        self.take(name, end, h)
+    }
+
+    /// [`Self::insert`] with the [`Hint`] that `prefetch(name, "")` returned.
+    pub(crate) fn insert_hinted(&mut self, name: &str, hint: &Hint) -> bool {
+        let end = self.body_end(name);
+        self.take(name, end, hint.full)
     }
 
     /// Claims `base` + `tail`, or else `base` + N + `tail` with N from the base's counter
     /// (2, 3, …), skipping numbers taken otherwise. Returns the claimed name (borrowed
     /// until the next call) and whether it was renamed.
+    #[cfg(test)]
     pub(crate) fn claim(&mut self, base: &str, tail: &str) -> (&str, bool) {
+        self.claim_hinted(base, tail, None)
+    }
+
+    /// [`Self::claim`] with the [`Hint`] that `prefetch(base, tail)` returned, if any.
+    pub(crate) fn claim_hinted(
+        &mut self,
+        base: &str,
+        tail: &str,
+        hint: Option<&Hint>,
+    ) -> (&str, bool) {
         let mut cand = std::mem::take(&mut self.candidate);
         cand.clear();
         cand.push_str(base);
-        cand.push_str(tail);
-        if self.take(&cand, base.len()) {
+        if !tail.is_empty() {
+            cand.push_str(tail);
+        }
+        let key = hint.map_or_else(|| self.hash(&cand), |h| h.full);
+        if self.take(&cand, base.len(), key) {
             self.candidate = cand;
             return (&self.candidate, false);
         }
         // One counter per (base, tail), keyed like the unsuffixed name.
-        let key = self.hash(&cand);
         let letter_base = !base.ends_with(|c: char| c.is_ascii_digit());
-        let mut n = self.next_suffix.get(&key).copied().unwrap_or(2);
+        let mut n = self.next_suffix.get(key).unwrap_or(2);
         loop {
             cand.clear();
             cand.push_str(base);
             push_u32(n, &mut cand);
             let body_end = cand.len();
-            cand.push_str(tail);
+            if !tail.is_empty() {
+                cand.push_str(tail);
+            }
+            let h = match hint {
+                // The counter may have moved since the prefetch (an earlier row with the
+                // same base): the hash is only reused for the same number.
+                Some(hint) if hint.next == n => hint.next_hash,
+                _ => self.hash(&cand),
+            };
             n = n.saturating_add(1);
             let free = if letter_base {
                 // Numbers below the counter are implied, so only explicit numbered names
                 // can be in the way; the counter update below records this one.
-                !self.numbered.contains(self.hash(&cand))
+                !self.numbered.contains(h)
             } else {
-                self.take(&cand, body_end)
+                self.take(&cand, body_end, h)
             };
             if free {
                 break;
@@ -736,7 +1015,7 @@ fn push_u32(mut n: u32, out: &mut String) {
         }
     }
     for &d in &digits[i..] {
-        out.push(d as char);
+        out.push(char::from(d));
     }
 }
 
@@ -759,6 +1038,72 @@ mod tests {
         assert_eq!(base("Juan", "de la Fuente García"), "jdelafuente");
         assert_eq!(base("Ægir", "Straße"), "aestrasse");
         assert_eq!(base("李", "王"), "");
+    }
+
+    #[test]
+    fn marker_first_words() {
+        for m in NO_EMAIL_MARKERS {
+            let first = m.split(' ').next().unwrap();
+            assert!(MARKER_FIRST_WORDS.contains(&first), "{m}");
+            assert!(may_start_no_email_marker(&first.to_uppercase()));
+        }
+        assert!(!may_start_no_email_marker("Navarro"));
+        assert!(may_start_no_email_marker("no\u{2028}tiene"));
+    }
+
+    #[test]
+    fn hash_tail_is_zero_padded() {
+        let r = Registry::for_usernames();
+        let reference = |s: &str| {
+            const K: u64 = 0x9E37_79B9_7F4A_7C15;
+            let b = s.as_bytes();
+            let mut h = r.seed ^ (b.len() as u64).wrapping_mul(K);
+            for c in b.chunks(8) {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
+            }
+            h ^= h >> 33;
+            h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+            h ^= h >> 33;
+            h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+            h ^ (h >> 33)
+        };
+        for s in [
+            "",
+            "a",
+            "jperez",
+            "jperez2",
+            "jperez23",
+            "juanperezgarcia@x.edu",
+            "0123456789abcdefg",
+        ] {
+            assert_eq!(r.hash(s), reference(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn particles() {
+        for p in PARTICLES {
+            assert!(is_particle(p));
+            assert!(is_particle(&p.to_uppercase()));
+        }
+        assert!(!is_particle(""));
+        assert!(!is_particle("Gil"));
+        assert!(!is_particle("dela"));
+    }
+
+    #[test]
+    fn latin1_table_matches_the_rule() {
+        for (i, t) in LATIN1_LETTERS.iter().enumerate() {
+            let c = char::from_u32(0xC0 + i as u32).unwrap();
+            let mut s = String::new();
+            push_ascii_alnum(c, &mut s);
+            assert_eq!(&s, t, "{c}");
+            let mut w = String::new();
+            push_ascii_word(&format!("é{c}Ā"), &mut w);
+            assert_eq!(w, format!("e{t}a"));
+        }
     }
 
     #[test]
@@ -812,6 +1157,13 @@ mod tests {
         assert!(!is_valid_email("ana@gmail"));
         assert!(!is_valid_email("ana@@x.com"));
         assert!(!is_valid_email(".ana@x.com"));
+        assert!(!is_valid_email("ana@"));
+        let mut c = EmailChecker::default();
+        assert!(!c.is_valid("ana@"));
+        assert!(c.is_valid("ana@x.com"));
+        assert!(c.is_valid("bea@x.com"));
+        assert!(!c.is_valid("ana@"));
+        assert!(!c.is_valid("a..b@x.com"));
         assert!(is_no_email_marker("No  tiene"));
         assert!(is_no_email_marker("N/A"));
         assert!(!is_no_email_marker("Cobranzas"));
