@@ -553,26 +553,51 @@ async fn listen(shared: Arc<Shared>, wake: Wake, stop: CancellationToken) {
     .await;
 }
 
+/// Takes back the jobs of workers that stopped renewing their leases.
+///
+/// After this worker lost the database, it waits one full lease before rescuing again:
+/// live workers cut off by the same outage need that long to renew, and rescuing first
+/// would start their jobs a second time.
 async fn rescue(shared: Arc<Shared>, wake: Wake, stop: CancellationToken) {
     let w = &shared.settings.worker;
     let mut tick = tokio::time::interval(w.rescue_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Healthy from the start: the jobs of workers that died before we came are due.
+    let mut healthy_since = tokio::time::Instant::now().checked_sub(w.lease());
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let Some(since) = healthy_since else {
+            if sqlx::query("SELECT 1")
+                .execute(&shared.queue_pool)
+                .await
+                .is_ok()
+            {
+                tracing::info!(wait = ?w.lease(), "database back; rescuing again after one lease");
+                healthy_since = Some(tokio::time::Instant::now());
+            }
+            continue;
+        };
+        if since.elapsed() < w.lease() {
+            continue;
+        }
         let base = Duration::from_millis(w.retry_base_ms);
         let max = Duration::from_millis(w.retry_max_ms);
         match queue::rescue_expired(&shared.queue_pool, base, max).await {
-            Ok(rescued) if !rescued.is_empty() => {
+            Ok(rescued) => {
                 for r in &rescued {
                     tracing::warn!(job = r.id, kind = %r.kind, status = %r.status, "rescued a job from a lost worker");
                     wake.kind(&r.kind);
                 }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "rescue failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "rescue failed");
+                if queue::is_transient(&e) {
+                    healthy_since = None;
+                }
+            }
         }
     }
 }
