@@ -190,6 +190,11 @@ impl WorkerProcess {
         }
     }
 
+    /// The stderr lines logged so far and not yet read.
+    pub fn logged(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// SIGTERM, then the exit status (bounded).
     pub fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
         self.signal("TERM");
