@@ -20,8 +20,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_restarted_under_a_running_worker_loses_nothing() {
+/// A migrated private cluster of this test's own (it will be stopped and restarted).
+async fn private_cluster() -> (tempfile::TempDir, std::sync::Arc<LocalPg>, sqlx::PgPool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = std::sync::Arc::new(
         LocalPg::new(&dir.path().join("pg"), free_port()).expect("PostgreSQL installed"),
@@ -32,9 +32,15 @@ async fn postgres_restarted_under_a_running_worker_loses_nothing() {
             .await
             .expect("private cluster starts");
     }
-    let url = pg.url();
-    let pool = queue::pool(&url, 4, Duration::from_secs(5)).unwrap();
+    let pool = queue::pool(&pg.url(), 4, Duration::from_secs(5)).unwrap();
     queue::migrate(&pool).await.unwrap();
+    (dir, pg, pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_a_running_worker_loses_nothing() {
+    let (_dir, pg, pool) = private_cluster().await;
+    let url = pg.url();
     let worker = WorkerProcess::spawn(&url, "survivor", &[("DIALOUT__WORKER__LEASE_MS", "5000")]);
 
     sqlx::query(
@@ -101,19 +107,8 @@ async fn postgres_restarted_under_a_running_worker_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_away_longer_than_a_lease_stops_jobs_and_they_run_again_later() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pg = std::sync::Arc::new(
-        LocalPg::new(&dir.path().join("pg"), free_port()).expect("PostgreSQL installed"),
-    );
-    {
-        let pg = pg.clone();
-        blocking(move || pg.start())
-            .await
-            .expect("private cluster starts");
-    }
+    let (_dir, pg, pool) = private_cluster().await;
     let url = pg.url();
-    let pool = queue::pool(&url, 4, Duration::from_secs(5)).unwrap();
-    queue::migrate(&pool).await.unwrap();
     let worker = WorkerProcess::spawn(&url, "cut-off", &[]); // lease 1 s
     sqlx::query(
         "INSERT INTO dialout_queue (kind, payload) \

@@ -149,6 +149,26 @@ async fn jobs_of_a_killed_worker_are_rescued_and_max_attempts_1_is_not_rerun(poo
     assert!(rescuer.terminate(Duration::from_secs(20)).success());
 }
 
+/// Waits until job `id` runs on worker `who`.
+async fn running_on(pool: &PgPool, id: i64, who: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("job {id} to run on {who}"),
+        || async {
+            let w: Option<String> = sqlx::query_scalar(
+                "SELECT worker_id FROM dialout_queue WHERE id = $1 AND status = 'trying'",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .ok()?
+            .flatten();
+            (w.as_deref() == Some(who)).then_some(())
+        },
+    )
+    .await
+}
+
 #[sqlx::test]
 async fn a_stale_worker_cannot_complete_a_job_it_lost(pool: PgPool) {
     let url = db_url(&pool).await;
@@ -159,41 +179,11 @@ async fn a_stale_worker_cannot_complete_a_job_it_lost(pool: PgPool) {
     .await
     .unwrap();
     let stale = WorkerProcess::spawn(&url, "stale", &[]);
-    eventually(
-        Duration::from_secs(30),
-        "the stale worker to hold the job",
-        || async {
-            let w: Option<String> = sqlx::query_scalar(
-                "SELECT worker_id FROM dialout_queue WHERE id = $1 AND status = 'trying'",
-            )
-            .bind(id)
-            .fetch_optional(&pool)
-            .await
-            .ok()?
-            .flatten();
-            (w.as_deref() == Some("stale")).then_some(())
-        },
-    )
-    .await;
+    running_on(&pool, id, "stale").await;
     stale.signal("STOP"); // paused: no heartbeats, the lease runs out
 
     let thief = WorkerProcess::spawn(&url, "thief", &[]);
-    eventually(
-        Duration::from_secs(30),
-        "the thief to take the job over",
-        || async {
-            let w: Option<String> = sqlx::query_scalar(
-                "SELECT worker_id FROM dialout_queue WHERE id = $1 AND status = 'trying'",
-            )
-            .bind(id)
-            .fetch_optional(&pool)
-            .await
-            .ok()?
-            .flatten();
-            (w.as_deref() == Some("thief")).then_some(())
-        },
-    )
-    .await;
+    running_on(&pool, id, "thief").await;
     stale.signal("CONT");
     // The stale attempt ends one way or the other, and says its write was fenced out.
     stale.wait_for_line("lease lost", Duration::from_secs(20));
