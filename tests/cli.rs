@@ -5,6 +5,8 @@ mod support;
 
 use std::process::{Command, Output};
 
+use std::time::Duration;
+
 use sqlx::PgPool;
 use support::*;
 
@@ -119,4 +121,43 @@ fn without_database_url_a_private_postgresql_is_started() {
     assert!(stdout(&out).contains("noop"), "{}", stdout(&out));
     let pg = dialout::local_pg::LocalPg::new(&pgdir, port.parse().unwrap()).unwrap();
     pg.stop().unwrap();
+}
+
+#[sqlx::test]
+async fn json_logs_never_show_the_database_password(pool: PgPool) {
+    let url = db_url(&pool).await;
+    // Trust authentication ignores the password, so the worker runs with it in its URL.
+    let with_password = url.replacen("postgres://postgres@", "postgres://postgres:hunter2@", 1);
+    assert_ne!(with_password, url, "the test URL has the expected shape");
+    let worker = WorkerProcess::spawn(
+        &with_password,
+        "logger",
+        &[
+            ("DIALOUT__LOG__FORMAT", "json"),
+            ("DIALOUT__LOG__LEVEL", "debug"),
+        ],
+    );
+    let (worker, started) = tokio::task::spawn_blocking(move || {
+        let line = worker.wait_for_line("worker started", Duration::from_secs(30));
+        (worker, line)
+    })
+    .await
+    .unwrap();
+    let id = enqueue(&pool, "noop", serde_json::json!({})).await;
+    assert_eq!(ended(&pool, id, Duration::from_secs(20)).await, "finished");
+    assert!(started.contains("worker started"));
+    let lines = worker.logged();
+    assert!(worker.terminate(Duration::from_secs(20)).success());
+    assert!(
+        lines.iter().any(|l| l.contains("postgres:***@")),
+        "the database line is logged, redacted: {lines:?}"
+    );
+    for line in &lines {
+        assert!(
+            !line.contains("hunter2"),
+            "a log line shows the password: {line}"
+        );
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
 }

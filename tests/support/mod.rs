@@ -119,6 +119,8 @@ pub struct WorkerProcess {
     pub child: std::process::Child,
     pub id: String,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    history: std::sync::Mutex<Vec<String>>,
 }
 
 impl WorkerProcess {
@@ -162,6 +164,7 @@ impl WorkerProcess {
             child,
             id: id.to_owned(),
             lines,
+            history: Default::default(),
         }
     }
 
@@ -180,8 +183,12 @@ impl WorkerProcess {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
+                Ok(line) => {
+                    self.history.lock().unwrap().push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
                 Err(_) => panic!(
                     "worker {} never logged {needle:?} within {within:?}",
                     self.id
@@ -190,9 +197,11 @@ impl WorkerProcess {
         }
     }
 
-    /// The stderr lines logged so far and not yet read.
+    /// Every stderr line logged so far.
     pub fn logged(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
+        let mut history = self.history.lock().unwrap();
+        history.extend(self.lines.try_iter());
+        history.clone()
     }
 
     /// SIGTERM, then the exit status (bounded).
