@@ -30,6 +30,7 @@ mod reader;
 mod report;
 mod rows;
 mod rules;
+mod swar;
 mod writer;
 
 pub mod bench;

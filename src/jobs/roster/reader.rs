@@ -247,19 +247,15 @@ fn classify<'a>(mut bytes: &'a [u8], line_no: u64, decoded: &'a mut String) -> L
 /// names are made of), checked in one cheap pass; `None` means "take the general path",
 /// not "invalid".
 fn plain_latin_text(bytes: &[u8]) -> Option<&str> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    use super::swar::{HIGHS, has_below, has_byte};
     let mut i = 0;
     while i < bytes.len() {
         if let Some(w) = bytes.get(i..i + 8) {
             let mut eight = [0u8; 8];
             eight.copy_from_slice(w);
             let w = u64::from_le_bytes(eight);
-            // All ASCII, none below 0x20 (borrow test), none equal to 0x7F (zero test).
-            let x = w ^ (ONES * 0x7F);
-            let special = (w & HIGHS)
-                | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
-                | (x.wrapping_sub(ONES) & !x & HIGHS);
+            // All ASCII, none below 0x20, none equal to 0x7F.
+            let special = (w & HIGHS) | has_below(w, 0x20) | has_byte(w, 0x7F);
             if special == 0 {
                 i += 8;
                 continue;
@@ -568,35 +564,10 @@ pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> Se
 /// the ASCII space is its only whitespace (see `rules::words`). True may be a false alarm
 /// (any control byte counts), which only costs the slower exact split.
 pub(crate) fn may_have_other_space(b: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Bit 7 of a byte of the result is set when some byte of `x` is zero (exact as a
-    // whole: non-zero iff a zero byte exists).
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let word = |x: u64| {
-        // A byte below 0x20: `x - 0x20` borrows into bit 7 with bit 7 of `x` clear.
-        let below_20 = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
-        below_20 | has_zero(x ^ (ONES * 0xC2)) | has_zero((x & (ONES * 0xFE)) ^ (ONES * 0xE2))
-    };
-    let mut chunks = b.chunks_exact(8);
-    let mut acc = 0;
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        acc |= word(u64::from_le_bytes(w));
-    }
-    let rest = chunks.remainder();
-    if let Some(last) = b.last_chunk::<8>() {
-        // The last eight bytes again (overlapping is harmless for a yes/no test): no
-        // variable-length copy.
-        acc |= word(u64::from_le_bytes(*last));
-    } else {
-        // Shorter than eight bytes: each byte, repeated across a word.
-        for &c in rest {
-            acc |= word(ONES * u64::from(c));
-        }
-    }
-    acc != 0
+    use super::swar::{ONES, any, has_below, has_byte, has_zero};
+    any(b, |x| {
+        has_below(x, 0x20) | has_byte(x, 0xC2) | has_zero((x & (ONES * 0xFE)) ^ (ONES * 0xE2))
+    })
 }
 
 fn is_row_number(w: &str) -> bool {

@@ -105,34 +105,10 @@ fn field(buf: &mut Vec<u8>, value: &str) {
 /// False only when `b` has no comma, quote or byte below 0x0E (so no CR or LF); true may
 /// be a false alarm, settled by the exact table. Eight bytes at a time.
 fn may_need_quotes(b: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Non-zero iff some byte of `x` is zero.
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let word = |x: u64| {
-        // Non-zero iff some byte is below 0x0E.
-        let low = x.wrapping_sub(ONES * 0x0E) & !x & HIGHS;
-        low | has_zero(x ^ (ONES * u64::from(b','))) | has_zero(x ^ (ONES * u64::from(b'"')))
-    };
-    let mut chunks = b.chunks_exact(8);
-    let mut acc = 0;
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        acc |= word(u64::from_le_bytes(w));
-    }
-    let rest = chunks.remainder();
-    if let Some(last) = b.last_chunk::<8>() {
-        // The last eight bytes again (overlapping is harmless for a yes/no test): no
-        // variable-length copy.
-        acc |= word(u64::from_le_bytes(*last));
-    } else {
-        // Shorter than eight bytes: each byte, repeated across a word.
-        for &c in rest {
-            acc |= word(ONES * u64::from(c));
-        }
-    }
-    acc != 0
+    use super::swar::{any, has_below, has_byte};
+    any(b, |x| {
+        has_below(x, 0x0E) | has_byte(x, b',') | has_byte(x, b'"')
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,43 @@
+//! Eight bytes at a time: the byte tests the reader and the writer use to skip the slow
+//! exact paths on ordinary text.
+
+pub(super) const ONES: u64 = 0x0101_0101_0101_0101;
+pub(super) const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero iff some byte of `x` is zero.
+pub(super) fn has_zero(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// Non-zero iff some byte of `x` equals `b`.
+pub(super) fn has_byte(x: u64, b: u8) -> u64 {
+    has_zero(x ^ (ONES * u64::from(b)))
+}
+
+/// Non-zero iff some byte of `x` is below `n` (`n` at most 0x80): `x - n` borrows into
+/// bit 7 of such a byte while bit 7 of `x` is clear.
+pub(super) fn has_below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS
+}
+
+/// True when `word` is non-zero for some eight bytes of `b` (a short `b` is tested byte
+/// by byte, each repeated across a word).
+pub(super) fn any(b: &[u8], word: impl Fn(u64) -> u64) -> bool {
+    let mut chunks = b.chunks_exact(8);
+    let mut acc = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        acc |= word(u64::from_le_bytes(w));
+    }
+    if let Some(last) = b.last_chunk::<8>() {
+        // The last eight bytes again (overlapping is harmless for a yes/no test): no
+        // variable-length copy.
+        acc |= word(u64::from_le_bytes(*last));
+    } else {
+        for &c in chunks.remainder() {
+            acc |= word(ONES * u64::from(c));
+        }
+    }
+    acc != 0
+}
