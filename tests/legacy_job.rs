@@ -222,14 +222,8 @@ async fn bad_legacy_payloads_are_refused_at_insert(pool: PgPool) {
         ),
     ];
     for (payload, expected) in cases {
-        let err =
-            sqlx::query("INSERT INTO dialout_queue (kind, payload) VALUES ('legacy_message', $1)")
-                .bind(&payload)
-                .execute(&pool)
-                .await
-                .unwrap_err();
         assert_eq!(
-            err.as_database_error().unwrap().message(),
+            insert_refused(&pool, "legacy_message", &payload).await,
             expected,
             "{payload}"
         );

@@ -182,14 +182,8 @@ async fn bad_roster_payloads_are_refused_at_insert(pool: PgPool) {
         ),
     ];
     for (payload, expected) in cases {
-        let err =
-            sqlx::query("INSERT INTO dialout_queue (kind, payload) VALUES ('roster_import', $1)")
-                .bind(&payload)
-                .execute(&pool)
-                .await
-                .unwrap_err();
         assert_eq!(
-            err.as_database_error().unwrap().message(),
+            insert_refused(&pool, "roster_import", &payload).await,
             expected,
             "{payload}"
         );

@@ -60,7 +60,6 @@ impl Listener {
         pool: PgPool,
         wake: Wake,
         on_cancel: impl Fn(i64) + Send + 'static,
-        on_gap: impl Fn() + Send + 'static,
         backoff: (Duration, Duration),
         shutdown: CancellationToken,
     ) {
@@ -85,7 +84,6 @@ impl Listener {
             delay = backoff.0;
             // Anything sent while we were not listening is lost: look again.
             wake.all();
-            on_gap();
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -101,7 +99,6 @@ impl Listener {
                     Ok(None) => {
                         tracing::warn!("LISTEN connection lost; reconnecting");
                         wake.all();
-                        on_gap();
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "LISTEN connection failed; reconnecting");

@@ -543,7 +543,6 @@ async fn listen(shared: Arc<Shared>, wake: Wake, stop: CancellationToken) {
         shared.queue_pool.clone(),
         wake,
         on_cancel,
-        || {},
         (
             Duration::from_millis(w.reconnect_min_ms),
             Duration::from_millis(w.reconnect_max_ms),

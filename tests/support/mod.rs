@@ -95,6 +95,20 @@ pub async fn ended(pool: &PgPool, id: i64, within: Duration) -> String {
     .await
 }
 
+/// Inserts a job that the database must refuse; returns its message.
+pub async fn insert_refused(pool: &PgPool, kind: &str, payload: &serde_json::Value) -> String {
+    let err = sqlx::query("INSERT INTO dialout_queue (kind, payload) VALUES ($1, $2)")
+        .bind(kind)
+        .bind(payload)
+        .execute(pool)
+        .await
+        .expect_err("the INSERT is refused");
+    err.as_database_error()
+        .expect("a database error")
+        .message()
+        .to_owned()
+}
+
 pub async fn enqueue(pool: &PgPool, kind: &str, payload: serde_json::Value) -> i64 {
     sqlx::query_scalar("INSERT INTO dialout_queue (kind, payload) VALUES ($1, $2) RETURNING id")
         .bind(kind)
