@@ -177,7 +177,7 @@ async fn write_plain(
     closing: &AtomicBool,
     pacing: RetryPacing,
 ) {
-    let rows = Rows::from(&requests);
+    let rows = Rows::from(requests.as_slice());
     match with_retry(closing, pacing, || rows.write(pool)).await {
         Ok(Some(written)) => reply_all(requests, &written),
         Ok(None) => abandon(requests),
@@ -318,12 +318,6 @@ impl From<&[Request]> for Rows {
             }
         }
         rows
-    }
-}
-
-impl From<&Vec<Request>> for Rows {
-    fn from(requests: &Vec<Request>) -> Self {
-        Rows::from(requests.as_slice())
     }
 }
 
