@@ -2,9 +2,11 @@
 //! (issue 5).
 //!
 //! Pure and streaming: [`convert`] reads line by line and writes rows as it goes; only the
-//! set of taken usernames and addresses (8-byte hashes) grows with the roster. The job
-//! wrapper parses its payload with [`RosterPayload::parse`] and calls
-//! [`RosterPayload::convert`]; the offline command calls [`convert_file`].
+//! set of taken usernames and addresses (8-byte hashes) grows with the roster. It runs in
+//! two phases, on two threads when there are two cores (see `pipeline`): parsing and
+//! checking rows, then unique names and CSV. The job wrapper parses its payload with
+//! [`RosterPayload::parse`] and calls [`RosterPayload::convert`]; the offline command
+//! calls [`convert_file`].
 //!
 //! Rules the issue left open, decided here:
 //! - Seed layout: the email slot (a word with `@`, a "no tiene"-style marker, or the blog's
@@ -25,8 +27,11 @@
 //! - Report lists keep the first [`ConvertOptions::max_report_entries`] items and count
 //!   the rest, so the report is bounded too.
 
+mod assign;
 mod job;
+mod pipeline;
 mod reader;
+mod registry;
 mod report;
 mod rows;
 mod rules;
@@ -42,13 +47,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use reader::{Cells, Header, Line, LineReader};
+use reader::LineReader;
 pub use report::{EmailProblem, Entries, GeneratedEmail, Rejected, Renamed, Report, Warning};
-use rows::Converter;
 pub use rules::{
     EmailDomain, InitialPassword, InvalidEmailDomain, InvalidPassword, InvalidUsername, Username,
 };
-use writer::MoodleCsv;
 
 pub use job::RosterImport;
 
@@ -272,175 +275,27 @@ pub struct Progress {
 
 /// Converts a roster into a Moodle upload-users CSV, streaming.
 ///
-/// `progress` is called about every 256 KiB of input and once at the end.
+/// `input` is read on a second thread when there are two cores (hence `Send`); `output`
+/// and `progress` stay on the calling thread. `progress` is called about every 256 KiB of
+/// input (or 1024 rows) and once at the end.
 ///
 /// # Errors
 /// Only when nothing usable came out: unreadable input, a binary file, an empty or
 /// header-only roster, a header that names no person, every row rejected, or a write
 /// error. Nothing is written to `output` in the first cases (the CSV header is only
 /// flushed with rows).
-pub fn convert<R: BufRead, W: Write>(
+pub fn convert<R: BufRead + Send, W: Write>(
     input: R,
     output: W,
     options: &ConvertOptions,
-    mut progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress),
 ) -> Result<Report, ConvertError> {
     let mut lines = LineReader::new(input, options.max_line_bytes.max(256));
     let head = lines.peek().map_err(ConvertError::Read)?;
     if let Some(what) = reader::sniff_binary(head) {
         return Err(ConvertError::Binary(what));
     }
-    let mut c = Converter::new(options);
-    let mut csv = MoodleCsv::new(
-        output,
-        options.initial_password.as_ref().map(|p| p.expose()),
-    );
-    csv.header().map_err(ConvertError::Write)?;
-
-    let mut layout: Option<Option<Header>> = None; // Some(None) = seed layout
-    let mut pending = String::new(); // an open quoted CSV record
-    let mut pending_line = 0u64;
-    let mut next_progress = 0u64;
-
-    while let Some((line_no, line)) = lines.next_line().map_err(ConvertError::Read)? {
-        let (text, cp1252) = match line {
-            Line::Text { text, cp1252 } => (text, cp1252),
-            bad => {
-                if !pending.is_empty() {
-                    pending.clear();
-                    c.reject(pending_line, "quoted field not closed".into());
-                }
-                let why = match bad {
-                    Line::TooLong => format!("line longer than {} bytes", options.max_line_bytes),
-                    _ => "line contains control characters (binary data?)".into(),
-                };
-                c.reject(line_no, why);
-                continue;
-            }
-        };
-        if cp1252 {
-            c.report.windows_1252_lines += 1;
-        }
-        if text.trim_start().is_empty() && pending.is_empty() {
-            continue;
-        }
-        let header = match &layout {
-            Some(h) => h,
-            None => {
-                let detected = detect(text, options.format, &mut c.cells)?;
-                if let Some(h) = &detected {
-                    c.report.format = if h.delimiter == b'\t' {
-                        Format::Tsv
-                    } else {
-                        Format::Csv
-                    };
-                    c.report.ignored_columns.clone_from(&h.ignored);
-                } else {
-                    c.report.format = Format::Seed;
-                }
-                let is_header = detected.is_some();
-                layout = Some(detected);
-                if is_header {
-                    continue;
-                }
-                match &layout {
-                    Some(h) => h,
-                    None => continue,
-                }
-            }
-        };
-        match header {
-            None => c.seed_row(line_no, text),
-            Some(h) => {
-                let (record, start) = if pending.is_empty() {
-                    (text, line_no)
-                } else {
-                    pending.push('\n');
-                    pending.push_str(text);
-                    (pending.as_str(), pending_line)
-                };
-                match c.cells.split(record, h.delimiter) {
-                    Ok(()) => {
-                        c.delimited_row(start, h);
-                        pending.clear();
-                    }
-                    Err(reader::Unclosed) if record.len() < options.max_line_bytes => {
-                        if pending.is_empty() {
-                            pending.push_str(text);
-                            pending_line = line_no;
-                        }
-                    }
-                    Err(reader::Unclosed) => {
-                        pending.clear();
-                        c.reject(
-                            start,
-                            format!(
-                                "quoted field not closed within {} bytes",
-                                options.max_line_bytes
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-        c.advance(&mut csv).map_err(ConvertError::Write)?;
-        if lines.bytes_read >= next_progress {
-            next_progress = lines.bytes_read + 256 * 1024;
-            progress(Progress {
-                bytes_read: lines.bytes_read,
-                rows_read: c.report.rows_in,
-            });
-        }
-    }
-    if !pending.is_empty() {
-        c.reject(
-            pending_line,
-            "quoted field not closed at end of file".into(),
-        );
-    }
-    c.finish_staged(&mut csv).map_err(ConvertError::Write)?;
-    progress(Progress {
-        bytes_read: lines.bytes_read,
-        rows_read: c.report.rows_in,
-    });
-    match layout {
-        None if c.report.rows_in == 0 => return Err(ConvertError::Empty),
-        Some(Some(_)) if c.report.rows_in == 0 => return Err(ConvertError::HeaderOnly),
-        _ => {}
-    }
-    if c.report.rows_out == 0 {
-        return Err(ConvertError::NothingUsable(Box::new(c.report)));
-    }
-    csv.finish().map_err(ConvertError::Write)?;
-    Ok(c.report)
-}
-
-/// Decides the layout from the first non-blank line: `Some(header)` for CSV/TSV (the line
-/// is the header), `None` for the seed layout (the line is data).
-fn detect(line: &str, format: Format, cells: &mut Cells) -> Result<Option<Header>, ConvertError> {
-    let candidates: &[u8] = match format {
-        Format::Seed => return Ok(None),
-        Format::Tsv => b"\t",
-        Format::Csv => b",;",
-        Format::Auto => b"\t;,",
-    };
-    for &d in candidates {
-        if let Some(h) = reader::parse_header(line, d, cells) {
-            return Ok(Some(h));
-        }
-    }
-    // In auto mode, a first line that has separators but no digit or '@' is a header we
-    // do not understand, not a person: say so instead of rejecting every row.
-    let looks_like_header = line.contains([',', ';', '\t'])
-        && !line.contains('@')
-        && !line.bytes().any(|b| b.is_ascii_digit());
-    if format != Format::Auto || looks_like_header {
-        let shown: String = line.chars().take(200).collect();
-        return Err(ConvertError::Header(format!(
-            "the header {shown:?} has no firstname and lastname (or nombre and apellido(s), or full name) columns"
-        )));
-    }
-    Ok(None)
+    pipeline::run(lines, output, options, progress)
 }
 
 /// Converts the roster file at `path` into `out` for `dialout roster convert`. With

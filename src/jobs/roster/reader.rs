@@ -260,6 +260,9 @@ fn plain_latin_text(bytes: &[u8]) -> Option<&str> {
                 i += 8;
                 continue;
             }
+            // The lowest flagged byte is exact (false alarms only come above a true one):
+            // the bytes below it are plain ASCII, skip them.
+            i += (special.trailing_zeros() / 8) as usize;
         }
         let c = bytes[i];
         if c < 0x80 {
@@ -465,6 +468,9 @@ pub(crate) enum SeedEmail<'a> {
 pub(crate) struct SeedRow<'a> {
     pub(crate) email: SeedEmail<'a>,
     pub(crate) department: &'a str,
+    /// The line's only whitespace is single ASCII spaces between words, so the department
+    /// (from a word's start to the end of the trimmed line) needs no collapsing.
+    pub(crate) single_spaced: bool,
 }
 
 /// Splits a seed-layout line `N Forename Surname [email] Department…` into name words
@@ -482,23 +488,12 @@ pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> Se
         }
     }
     // Fast path: when the only whitespace is the ASCII space (no tab, NBSP or other
-    // Unicode space lead byte), split at spaces with a plain byte loop (words are short,
-    // so this beats a memchr call per word).
-    if !may_have_other_space(line.as_bytes()) {
-        let b = line.as_bytes();
-        let mut start = 0;
-        for (i, &c) in b.iter().enumerate() {
-            if c == b' ' {
-                if i > start {
-                    push(words, &mut first, line, start..i);
-                }
-                start = i + 1;
-            }
-        }
-        if b.len() > start {
-            push(words, &mut first, line, start..b.len());
-        }
-    } else {
+    // Unicode space lead byte), split at the spaces found eight bytes at a time.
+    let spaces = split_at_spaces(line.as_bytes(), &mut |r| push(words, &mut first, line, r));
+    let single_spaced = spaces == Spaces::Single;
+    if spaces == Spaces::Other {
+        words.clear();
+        first = true;
         for w in super::rules::words(line) {
             let s = w.as_ptr() as usize - base;
             push(words, &mut first, line, s..s + w.len());
@@ -511,15 +506,17 @@ pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> Se
     let first_at = words
         .get(1)
         .and_then(|r| memchr::memchr(b'@', &line.as_bytes()[r.start..]).map(|p| r.start + p));
+    let b = line.as_bytes();
     for i in 1..n {
-        let w = &line[words[i].clone()];
-        if first_at.is_some_and(|p| p < words[i].end) {
-            slot = Some((i, i + 1, SeedEmail::Given(w)));
+        let r = words[i].clone();
+        if first_at.is_some_and(|p| p < r.end) {
+            slot = Some((i, i + 1, SeedEmail::Given(&line[r])));
             break;
         }
-        if w.eq_ignore_ascii_case("[email")
+        if b[r.start] == b'['
+            && b[r].eq_ignore_ascii_case(b"[email")
             && i + 1 < n
-            && line[words[i + 1].clone()].eq_ignore_ascii_case("protected]")
+            && b[words[i + 1].clone()].eq_ignore_ascii_case(b"protected]")
         {
             slot = Some((i, i + 2, SeedEmail::Missing));
             break;
@@ -528,15 +525,14 @@ pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> Se
     if slot.is_none() {
         // A marker needs at least a forename and a surname before it.
         'outer: for i in 2..n {
-            if !may_start_no_email_marker(&line[words[i].clone()]) {
+            // Every marker starts with one of these: skip the rest cheaply.
+            let lead = b[words[i].start].to_ascii_lowercase();
+            if !matches!(lead, b'n' | b's' | b'-' | b'?')
+                || !may_start_no_email_marker(&line[words[i].clone()])
+            {
                 continue;
             }
             for k in (1..=3).rev() {
-                // Every marker starts with one of these: skip the rest cheaply.
-                let lead = line.as_bytes()[words[i].start].to_ascii_lowercase();
-                if !matches!(lead, b'n' | b's' | b'-' | b'?') {
-                    break;
-                }
                 if i + k <= n {
                     let text = &line[words[i].start..words[i + k - 1].end];
                     if is_no_email_marker(text) {
@@ -551,23 +547,96 @@ pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> Se
         Some((from, to, email)) => {
             let department = if to < n { &line[words[to].start..] } else { "" };
             words.truncate(from);
-            SeedRow { email, department }
+            SeedRow {
+                email,
+                department,
+                single_spaced,
+            }
         }
         None => SeedRow {
             email: SeedEmail::Absent,
             department: "",
+            single_spaced,
         },
     }
+}
+
+/// What [`split_at_spaces`] found.
+#[derive(PartialEq, Eq)]
+enum Spaces {
+    /// Words separated by single spaces, none before the first.
+    Single,
+    /// Runs of spaces somewhere (or one before the first word).
+    Runs,
+    /// Maybe other whitespace: split another way.
+    Other,
+}
+
+/// Calls `word` with the range of each run of bytes between ASCII spaces, in order, while
+/// checking [`may_have_other_space`] on the way (when it may, the calls are to be
+/// discarded).
+fn split_at_spaces(b: &[u8], word: &mut impl FnMut(Range<usize>)) -> Spaces {
+    use super::swar::{ONES, bytes_equal};
+    let mut start = 0;
+    let mut other = 0;
+    let mut runs = false;
+    let mut at = 0;
+    let mut chunk = |x: u64, at: usize, start: &mut usize| {
+        other |= other_space_word(x);
+        // One bit (bit 7 of the byte) per space, lowest byte first.
+        let mut m = bytes_equal(x, b' ');
+        while m != 0 {
+            let p = at + (m.trailing_zeros() / 8) as usize;
+            if p > *start {
+                word(*start..p);
+            } else {
+                runs = true;
+            }
+            *start = p + 1;
+            m &= m - 1;
+        }
+    };
+    while let Some(c) = b.get(at..at + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        chunk(u64::from_le_bytes(w), at, &mut start);
+        at += 8;
+    }
+    let rest = b.len() - at;
+    if rest > 0 {
+        // The last bytes, padded with 'a' (neither a space nor other whitespace).
+        let pad = (ONES * u64::from(b'a')) << (8 * rest);
+        let x = match b.last_chunk::<8>() {
+            Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - rest)),
+            None => b[at..]
+                .iter()
+                .enumerate()
+                .fold(0, |w, (j, &c)| w | u64::from(c) << (8 * j)),
+        };
+        chunk(x | pad, at, &mut start);
+    }
+    if b.len() > start {
+        word(start..b.len());
+    }
+    match (other, runs) {
+        (0, false) => Spaces::Single,
+        (0, true) => Spaces::Runs,
+        _ => Spaces::Other,
+    }
+}
+
+/// Non-zero when `x` has a byte below 0x20 or a lead byte 0xC2, 0xE2 or 0xE3 (see
+/// [`may_have_other_space`]).
+fn other_space_word(x: u64) -> u64 {
+    use super::swar::{ONES, has_below, has_byte, has_zero};
+    has_below(x, 0x20) | has_byte(x, 0xC2) | has_zero((x & (ONES * 0xFE)) ^ (ONES * 0xE2))
 }
 
 /// False only when `b` has no byte below 0x20 and no lead byte 0xC2, 0xE2 or 0xE3: then
 /// the ASCII space is its only whitespace (see `rules::words`). True may be a false alarm
 /// (any control byte counts), which only costs the slower exact split.
 pub(crate) fn may_have_other_space(b: &[u8]) -> bool {
-    use super::swar::{ONES, any, has_below, has_byte, has_zero};
-    any(b, |x| {
-        has_below(x, 0x20) | has_byte(x, 0xC2) | has_zero((x & (ONES * 0xFE)) ^ (ONES * 0xE2))
-    })
+    super::swar::any(b, other_space_word)
 }
 
 fn is_row_number(w: &str) -> bool {
@@ -659,6 +728,37 @@ mod tests {
         assert_eq!(c.get(1), r#"Ruiz, "la jefa""#);
         assert_eq!(c.get(2), "x");
         assert!(c.split(r#"Ana,"open"#, b',').is_err());
+    }
+
+    #[test]
+    fn split_at_spaces_agrees_with_split() {
+        let samples = [
+            "",
+            " ",
+            "a",
+            "12 Juan Pérez",
+            "  two  leading and  double",
+            "exactly8 exactly8",
+            "1234567 12345678 123456789 x",
+            "ñandú ñu 12345678901234567890",
+            "tab\there",
+            "nbsp\u{a0}here and more text after it",
+            "abcdefghijklmnop\u{3000}",
+        ];
+        for t in samples {
+            let mut got = Vec::new();
+            let spaces = split_at_spaces(t.as_bytes(), &mut |r| got.push(&t[r]));
+            let want: Vec<&str> = t.split(' ').filter(|w| !w.is_empty()).collect();
+            assert_eq!(got, want, "{t:?}");
+            let expected = if may_have_other_space(t.as_bytes()) {
+                Spaces::Other
+            } else if t.starts_with(' ') || t.contains("  ") {
+                Spaces::Runs
+            } else {
+                Spaces::Single
+            };
+            assert!(spaces == expected, "{t:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub struct Entries<T> {
 }
 
 impl<T> Entries<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             total: 0,
             items: Vec::new(),

@@ -1,12 +1,13 @@
-//! Rows: from a parsed line to a Moodle user, applying the rules of issue 5.
+//! Phase A of a row: from a parsed line to a staged user, with every check that can
+//! reject it. Runs on the parsing thread; `assign` finishes the staged rows.
 
-use std::io::{self, Write};
+use std::ops::Range;
 
 use super::ConvertOptions;
 use super::reader::{self, Cells, Field, Header, SeedEmail};
-use super::report::{EmailProblem, GeneratedEmail, Rejected, Renamed, Report, Warning};
-use super::rules::{self, Hint, MAX_DEPARTMENT_CHARS, MAX_NAME_CHARS, Registry, Username};
-use super::writer::{MoodleCsv, Row};
+use super::registry::{Hint, NameHash};
+use super::report::{EmailProblem, Rejected, Report};
+use super::rules::{self, MAX_DEPARTMENT_CHARS, MAX_NAME_CHARS};
 
 /// Where the address of a row comes from.
 enum EmailIn<'a> {
@@ -14,95 +15,117 @@ enum EmailIn<'a> {
     Missing,
 }
 
-/// One accepted row between the two phases (see [`Converter`]).
-#[derive(Default)]
-struct Staged {
-    line: u64,
-    first: String,
-    last: String,
-    department: String,
+/// The texts of a staged row, kept in its [`Batch`].
+#[derive(Clone, Copy)]
+pub(crate) enum Text {
+    First,
+    Last,
+    Department,
     /// Username before uniqueness (`jperez`).
-    base: String,
-    /// The given address, lower-cased and valid, when `problem` is `None`.
-    email: String,
-    /// Local part for a generated address, when `problem` is `Some`.
-    local: String,
-    problem: Option<EmailProblem>,
-    /// Seed line without email slot: warn that the whole line was taken as the name.
-    guessed_split: bool,
-    /// Hashes phase A computed for phase B's username and address look-ups.
-    user_hint: Hint,
-    email_hint: Option<Hint>,
+    Base,
+    /// The given address, lower-cased and valid, when `problem` is `None`; else the local
+    /// part for a generated address.
+    Email,
 }
 
-/// Per-conversion state. Every buffer is reused from row to row; the staged rows are boxed
-/// so moving them along swaps pointers, not their buffers.
-///
-/// Rows go through three steps, one row apart: phase A parses row N and checks everything
-/// that can reject it, hashes the names it will claim and asks the CPU to prefetch their
-/// registry slots; after phase A of row N + 1, the middle step reads row N's counters
-/// (now cached) and prefetches the slot of the renamed name it will most likely get;
-/// phase B, run after phase A of row N + 2, claims the username and address of row N and
-/// writes it. The registries are bigger than the caches, so this hides the memory round
-/// trips of each lookup behind the parsing of the next rows. Output order is input order,
-/// and the report's lists keep input order too (rejections all come from phase A, the
-/// other lists all from phase B).
-pub(crate) struct Converter {
+/// One accepted row between the two phases.
+pub(crate) struct Staged {
+    pub(crate) line: u64,
+    /// Where each [`Text`] is in the batch's text.
+    texts: [Range<usize>; 5],
+    pub(crate) problem: Option<EmailProblem>,
+    /// Seed line without email slot: warn that the whole line was taken as the name.
+    pub(crate) guessed_split: bool,
+    /// The username base's hash (phase B completes it with its prefetches).
+    pub(crate) user_hint: Hint,
+    /// The given address's hash, or the generated one's (local part + `@domain`).
+    pub(crate) email_hint: Hint,
+}
+
+/// Rows handed from the parsing thread to the writing one. Phase A writes each row's
+/// texts straight into `text` (one copy from the input line); both threads reuse the
+/// buffers, the writer sends emptied batches back.
+#[derive(Default)]
+pub(crate) struct Batch {
+    text: String,
+    pub(crate) rows: Vec<Staged>,
+    /// Input bytes and rows (accepted or not) read up to the end of this batch, for
+    /// progress displays.
+    pub(crate) bytes_read: u64,
+    pub(crate) rows_in: u64,
+}
+
+impl Batch {
+    #[inline]
+    pub(crate) fn get(&self, row: &Staged, t: Text) -> &str {
+        &self.text[row.texts[t as usize].clone()]
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.text.clear();
+        self.rows.clear();
+    }
+
+    /// Where the text and rows end, before a row is parsed.
+    fn mark(&self) -> (usize, usize) {
+        (self.text.len(), self.rows.len())
+    }
+
+    /// Drops the text a row left after `mark` when it was rejected.
+    fn forget_rejected(&mut self, (text, rows): (usize, usize)) {
+        if self.rows.len() == rows {
+            self.text.truncate(text);
+        }
+    }
+
+    /// Appends what `f` writes to the text, and returns where it went.
+    fn append(&mut self, f: impl FnOnce(&mut String)) -> Range<usize> {
+        let start = self.text.len();
+        f(&mut self.text);
+        start..self.text.len()
+    }
+}
+
+/// Phase A's state: its part of the report and reused buffers.
+pub(crate) struct RowParser {
     cap: usize,
     at_domain: Option<String>,
-    usernames: Registry,
-    emails: Registry,
+    user_hash: NameHash,
+    email_hash: NameHash,
+    /// Phase A's part of the report: rows read, rejections, layout and encoding figures.
     pub(crate) report: Report,
     pub(crate) cells: Cells,
-    words: Vec<std::ops::Range<usize>>,
-    /// Phase A's row.
-    cur: Box<Staged>,
-    /// The row between the two phases: its counters are read and its second prefetch
-    /// issued while the row before it is finished.
-    mid: Box<Staged>,
-    mid_ready: bool,
-    /// The row waiting for phase B.
-    prev: Box<Staged>,
-    prev_ready: bool,
-    /// Phase A accepted `cur`.
-    accepted: bool,
+    words: Vec<Range<usize>>,
     tmp: String,
     email_check: rules::EmailChecker,
-    username: String,
-    email_out: String,
 }
 
-impl Converter {
-    pub(crate) fn new(options: &ConvertOptions) -> Self {
-        let mut usernames = Registry::for_usernames();
-        usernames.insert("guest");
-        let mut lower = String::new();
-        for u in &options.existing_usernames {
-            lower.clear();
-            lower.extend(u.trim().chars().flat_map(char::to_lowercase));
-            usernames.insert(&lower);
-        }
+/// The names of a row being parsed, already in the batch.
+struct Names {
+    first: Range<usize>,
+    last: Range<usize>,
+    department: Range<usize>,
+    /// `None` when the username base is still to be built from the names.
+    base: Option<Range<usize>>,
+    guessed_split: bool,
+}
+
+impl RowParser {
+    /// `user_hash`/`email_hash`: the registries' hash functions.
+    pub(crate) fn new(options: &ConvertOptions, user_hash: NameHash, email_hash: NameHash) -> Self {
         Self {
             cap: options.max_report_entries,
             at_domain: options
                 .email_domain
                 .as_ref()
                 .map(|d| format!("@{}", d.as_str())),
-            usernames,
-            emails: Registry::for_emails(),
+            user_hash,
+            email_hash,
             report: Report::new(options.format),
             cells: Cells::default(),
             words: Vec::new(),
-            cur: Box::default(),
-            mid: Box::default(),
-            mid_ready: false,
-            prev: Box::default(),
-            prev_ready: false,
-            accepted: false,
             tmp: String::new(),
             email_check: rules::EmailChecker::default(),
-            username: String::new(),
-            email_out: String::new(),
         }
     }
 
@@ -113,127 +136,14 @@ impl Converter {
             .record(self.cap, || Rejected { line, reason });
     }
 
-    /// After phase A of a line: stage the accepted row, move the staged ones along, and
-    /// finish the oldest.
-    pub(crate) fn advance<W: Write>(&mut self, csv: &mut MoodleCsv<'_, W>) -> io::Result<()> {
-        if std::mem::take(&mut self.accepted) {
-            self.finish_oldest(csv)?;
-            if std::mem::take(&mut self.mid_ready) {
-                self.look_ahead_mid();
-                std::mem::swap(&mut self.mid, &mut self.prev);
-                self.prev_ready = true;
-            }
-            std::mem::swap(&mut self.cur, &mut self.mid);
-            self.mid_ready = true;
-        }
-        Ok(())
+    /// Phase A of a seed-layout line; an accepted row goes to `batch`.
+    pub(crate) fn seed_row(&mut self, line_no: u64, text: &str, batch: &mut Batch) {
+        let mark = batch.mark();
+        self.seed_names(line_no, text, batch);
+        batch.forget_rejected(mark);
     }
 
-    /// Phase B of every staged row, in order.
-    pub(crate) fn finish_staged<W: Write>(&mut self, csv: &mut MoodleCsv<'_, W>) -> io::Result<()> {
-        self.finish_oldest(csv)?;
-        if std::mem::take(&mut self.mid_ready) {
-            self.look_ahead_mid();
-            std::mem::swap(&mut self.mid, &mut self.prev);
-            self.prev_ready = true;
-            self.finish_oldest(csv)?;
-        }
-        Ok(())
-    }
-
-    /// The middle row's second prefetch: reads the counters whose slots phase A started
-    /// loading.
-    fn look_ahead_mid(&mut self) {
-        let row = &mut self.mid;
-        self.usernames
-            .prefetch_next(&row.base, "", &mut row.user_hint);
-        if let (Some(_), Some(at_domain), Some(hint)) =
-            (&row.problem, &self.at_domain, &mut row.email_hint)
-            && !row.local.is_empty()
-        {
-            self.emails.prefetch_next(&row.local, at_domain, hint);
-        }
-    }
-
-    /// Phase B of the oldest staged row, if any.
-    fn finish_oldest<W: Write>(&mut self, csv: &mut MoodleCsv<'_, W>) -> io::Result<()> {
-        if !std::mem::take(&mut self.prev_ready) {
-            return Ok(());
-        }
-        let row = &mut self.prev;
-        let line = row.line;
-        let email_hint = row.email_hint.take();
-        if row.problem.is_none()
-            && !match &email_hint {
-                Some(hint) => self.emails.insert_hinted(&row.email, hint),
-                None => self.emails.insert(&row.email),
-            }
-        {
-            let e = row.email.clone();
-            self.report.warnings.record(self.cap, || Warning {
-                line,
-                message: format!(
-                    "{e} is used by an earlier row too; Moodle refuses a second account with the same email unless allowaccountssameemail is on"
-                ),
-            });
-        }
-        let (name, renamed) = self
-            .usernames
-            .claim_hinted(&row.base, "", Some(&row.user_hint));
-        self.username.clear();
-        self.username.push_str(name);
-        if renamed {
-            let (from, to) = (&row.base, &self.username);
-            self.report.renamed.record(self.cap, || Renamed {
-                line,
-                from: from.clone(),
-                to: Username::from_generated(to),
-            });
-        }
-        self.email_out.clear();
-        match (row.problem.take(), &self.at_domain) {
-            (Some(problem), Some(at_domain)) => {
-                let hint = if row.local.is_empty() {
-                    // The prefetch was for another name.
-                    row.local.push_str(&self.username);
-                    None
-                } else {
-                    email_hint.as_ref()
-                };
-                let (addr, _) = self.emails.claim_hinted(&row.local, at_domain, hint);
-                self.email_out.push_str(addr);
-                let (u, e) = (&self.username, &self.email_out);
-                self.report
-                    .generated_emails
-                    .record(self.cap, || GeneratedEmail {
-                        line,
-                        username: Username::from_generated(u),
-                        email: e.clone(),
-                        problem,
-                    });
-            }
-            // Phase A rejects rows needing an address when there is no domain.
-            _ => self.email_out.push_str(&row.email),
-        }
-        if row.guessed_split {
-            self.report.warnings.record(self.cap, || Warning {
-                line,
-                message:
-                    "no email and no \"no tiene\" marker: the whole line was taken as the name"
-                        .into(),
-            });
-        }
-        self.report.rows_out += 1;
-        csv.row(&Row {
-            username: &self.username,
-            firstname: &row.first,
-            lastname: &row.last,
-            email: &self.email_out,
-            department: &row.department,
-        })
-    }
-
-    pub(crate) fn seed_row(&mut self, line_no: u64, text: &str) {
+    fn seed_names(&mut self, line_no: u64, text: &str, batch: &mut Batch) {
         let row = reader::split_seed(text, &mut self.words);
         let mut words = [""; 16];
         if self.words.len() > words.len() {
@@ -257,32 +167,43 @@ impl Converter {
                 "no surname (a forename and a surname are needed)".into(),
             );
         };
-        let cur = &mut self.cur;
-        join_words(text, &self.words[..k], &mut cur.first);
-        join_words(text, &self.words[k..], &mut cur.last);
-        rules::username_base_from_words(words[0], words[k..].iter().copied(), &mut cur.base);
+        let first = batch.append(|out| join_words(text, &self.words[..k], out));
+        let last = batch.append(|out| join_words(text, &self.words[k..], out));
         // A department typed as "Ventas, Norte" means the text inside the quotes.
         let dept = row.department.trim();
-        let dept = dept
-            .strip_prefix('"')
-            .and_then(|d| d.strip_suffix('"'))
-            .unwrap_or(dept);
-        collapse_ws(dept, &mut cur.department);
-        cur.guessed_split = absent;
+        let unquoted = dept.strip_prefix('"').and_then(|d| d.strip_suffix('"'));
+        let department = match unquoted {
+            None if row.single_spaced => batch.append(|out| out.push_str(dept)),
+            _ => batch.append(|out| collapse_ws(unquoted.unwrap_or(dept), out)),
+        };
+        let base = batch.append(|out| {
+            rules::username_base_from_words(words[0], words[k..].iter().copied(), out);
+        });
         let email = match row.email {
             SeedEmail::Given(e) => EmailIn::Given(e),
             SeedEmail::Missing | SeedEmail::Absent => EmailIn::Missing,
         };
-        self.person(line_no, email, true);
+        let names = Names {
+            first,
+            last,
+            department,
+            base: Some(base),
+            guessed_split: absent,
+        };
+        self.person(line_no, names, email, batch);
     }
 
-    pub(crate) fn delimited_row(&mut self, line_no: u64, h: &Header) {
+    /// Phase A of a CSV/TSV record already split into `self.cells`; an accepted row goes
+    /// to `batch`.
+    pub(crate) fn delimited_row(&mut self, line_no: u64, h: &Header, batch: &mut Batch) {
         let cells = std::mem::take(&mut self.cells);
-        self.delimited_cells(line_no, h, &cells);
+        let mark = batch.mark();
+        self.delimited_cells(line_no, h, &cells, batch);
+        batch.forget_rejected(mark);
         self.cells = cells;
     }
 
-    fn delimited_cells(&mut self, line_no: u64, h: &Header, cells: &Cells) {
+    fn delimited_cells(&mut self, line_no: u64, h: &Header, cells: &Cells, batch: &mut Batch) {
         if cells.len() > h.columns.len() {
             return self.reject(
                 line_no,
@@ -294,51 +215,60 @@ impl Converter {
             );
         }
         let get = |f: Field| h.index(f).map_or("", |i| cells.get(i));
-        let (first, last) = (get(Field::Firstname), get(Field::Lastname));
+        let (mut first, mut last) = (get(Field::Firstname), get(Field::Lastname));
         if first.is_empty() && last.is_empty() && h.index(Field::Fullname).is_some() {
             let full = get(Field::Fullname);
             let Some((f, l)) = reader::split_fullname(full) else {
                 return self.reject(line_no, "full name has no surname".into());
             };
-            collapse_ws(f, &mut self.cur.first);
-            collapse_ws(l, &mut self.cur.last);
-        } else {
-            collapse_ws(first, &mut self.cur.first);
-            collapse_ws(last, &mut self.cur.last);
+            (first, last) = (f, l);
         }
+        let first = batch.append(|out| collapse_ws(first, out));
         let last2 = get(Field::Lastname2);
-        if !last2.is_empty() {
-            if !self.cur.last.is_empty() {
-                self.cur.last.push(' ');
+        let last = batch.append(|out| {
+            let start = out.len();
+            collapse_ws(last, out);
+            if !last2.is_empty() {
+                if out.len() > start {
+                    out.push(' ');
+                }
+                // Trimmed and collapsed on its own, as the surname was.
+                self.tmp.clear();
+                collapse_ws(last2, &mut self.tmp);
+                out.push_str(&self.tmp);
             }
-            collapse_ws(last2, &mut self.tmp);
-            self.cur.last.push_str(&self.tmp);
-        }
-        collapse_ws(get(Field::Department), &mut self.cur.department);
-        self.cur.guessed_split = false;
+        });
+        let department = batch.append(|out| collapse_ws(get(Field::Department), out));
         let e = get(Field::Email);
         let email = if e.is_empty() || rules::is_no_email_marker(e) {
             EmailIn::Missing
         } else {
             EmailIn::Given(e)
         };
-        self.person(line_no, email, false);
+        let names = Names {
+            first,
+            last,
+            department,
+            base: None,
+            guessed_split: false,
+        };
+        self.person(line_no, names, email, batch);
     }
 
-    /// Phase A's checks on the names in `self.cur`; on success marks the row accepted and
-    /// prefetches what phase B will look up. `base_ready`: the seed path already built the
-    /// username base from its words.
-    fn person(&mut self, line: u64, email_in: EmailIn<'_>, base_ready: bool) {
-        let cur = &mut self.cur;
-        let reason = if cur.first.is_empty() {
+    /// Phase A's checks on a row's names; on success stages the row in `batch` with the
+    /// hashes phase B will look up.
+    fn person(&mut self, line: u64, names: Names, email_in: EmailIn<'_>, batch: &mut Batch) {
+        let text = |r: &Range<usize>| &batch.text[r.clone()];
+        let (first, last) = (text(&names.first), text(&names.last));
+        let reason = if first.is_empty() {
             Some("no forename".to_owned())
-        } else if cur.last.is_empty() {
+        } else if last.is_empty() {
             Some("no surname".to_owned())
         } else {
             [
-                ("forename", &cur.first, MAX_NAME_CHARS),
-                ("surname", &cur.last, MAX_NAME_CHARS),
-                ("department", &cur.department, MAX_DEPARTMENT_CHARS),
+                ("forename", first, MAX_NAME_CHARS),
+                ("surname", last, MAX_NAME_CHARS),
+                ("department", text(&names.department), MAX_DEPARTMENT_CHARS),
             ]
             .into_iter()
             .find(|(_, v, max)| v.len() > *max && v.chars().count() > *max)
@@ -347,64 +277,86 @@ impl Converter {
         if let Some(reason) = reason {
             return self.reject(line, reason);
         }
-        if !base_ready {
-            rules::username_base(&cur.first, &cur.last, &mut cur.base);
-        }
-        if cur.base.is_empty() {
+        let base = match names.base {
+            Some(base) => base,
+            None => {
+                self.tmp.clear();
+                rules::username_base(first, last, &mut self.tmp);
+                batch.append(|out| out.push_str(&self.tmp))
+            }
+        };
+        if base.is_empty() {
             return self.reject(
                 line,
                 "the name has no letters usable in a username (a-z after transliteration)".into(),
             );
         }
-        cur.problem = match email_in {
+        let (email, problem) = match email_in {
             EmailIn::Given(raw) => {
                 let t = trim_email_punctuation(raw);
                 let t = t
                     .strip_prefix("mailto:")
                     .or_else(|| t.strip_prefix("MAILTO:"))
                     .unwrap_or(t);
-                cur.email.clear();
-                if t.is_ascii() {
-                    cur.email.push_str(t);
-                    cur.email.make_ascii_lowercase();
+                let email = batch.append(|out| {
+                    if t.is_ascii() {
+                        let start = out.len();
+                        out.push_str(t);
+                        out[start..].make_ascii_lowercase();
+                    } else {
+                        out.extend(t.chars().flat_map(char::to_lowercase));
+                    }
+                });
+                if self.email_check.is_valid(&batch.text[email.clone()]) {
+                    (email, None)
                 } else {
-                    cur.email.extend(t.chars().flat_map(char::to_lowercase));
-                }
-                if self.email_check.is_valid(&cur.email) {
-                    None
-                } else {
-                    Some(EmailProblem::Invalid {
-                        given: raw.chars().take(100).collect(),
-                    })
+                    let given = raw.chars().take(100).collect();
+                    (email, Some(EmailProblem::Invalid { given }))
                 }
             }
-            EmailIn::Missing => Some(EmailProblem::Missing),
+            EmailIn::Missing => (0..0, Some(EmailProblem::Missing)),
         };
         // Checked here so a rejected row never uses up a username.
-        if cur.problem.is_some() && self.at_domain.is_none() {
-            return self.reject(
-                line,
-                "no valid email and no email_domain configured to generate one".into(),
-            );
-        }
-        cur.line = line;
-        cur.user_hint = self.usernames.prefetch_claim(&cur.base, "");
-        cur.email_hint = match (&cur.problem, &self.at_domain) {
-            (None, _) => Some(self.emails.prefetch_insert(&cur.email)),
-            (Some(_), Some(at_domain)) => {
-                rules::email_local_base(&cur.first, &cur.last, &mut cur.local);
-                Some(self.emails.prefetch_claim(&cur.local, at_domain))
+        let at_domain = match (&problem, &self.at_domain) {
+            (Some(_), None) => {
+                return self.reject(
+                    line,
+                    "no valid email and no email_domain configured to generate one".into(),
+                );
             }
-            (Some(_), None) => None,
+            (_, at_domain) => at_domain.as_deref().unwrap_or_default(),
         };
+        let (email, email_hash) = match &problem {
+            None => (email.clone(), self.email_hash.of(&batch.text[email])),
+            Some(_) => {
+                let local = batch.append(|out| {
+                    self.tmp.clear();
+                    rules::email_local_base(
+                        &out[names.first.clone()],
+                        &out[names.last.clone()],
+                        &mut self.tmp,
+                    );
+                    out.push_str(&self.tmp);
+                });
+                self.tmp.push_str(at_domain);
+                (local, self.email_hash.of(&self.tmp))
+            }
+        };
+        let user_hint = Hint::new(self.user_hash.of(&batch.text[base.clone()]));
+        batch.rows.push(Staged {
+            line,
+            texts: [names.first, names.last, names.department, base, email],
+            problem,
+            guessed_split: names.guessed_split,
+            user_hint,
+            email_hint: Hint::new(email_hash),
+        });
         self.report.rows_in += 1;
-        self.accepted = true;
     }
 }
 
-/// Joins the words of `line` at `ranges` with one space.
+/// Appends the words of `line` at `ranges`, joined with one space.
 fn join_words(line: &str, ranges: &[std::ops::Range<usize>], out: &mut String) {
-    out.clear();
     let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
         return;
     };
@@ -425,10 +377,9 @@ fn join_words(line: &str, ranges: &[std::ops::Range<usize>], out: &mut String) {
     }
 }
 
-/// Trims and turns runs of whitespace (tabs, newlines of multi-line CSV fields) into one
-/// space: Moodle shows names on one line.
+/// Appends `text` trimmed, with runs of whitespace (tabs, newlines of multi-line CSV
+/// fields) turned into one space: Moodle shows names on one line.
 fn collapse_ws(text: &str, out: &mut String) {
-    out.clear();
     let t = text.trim();
     // Usually there is nothing to collapse: no whitespace but single ASCII spaces.
     let b = t.as_bytes();

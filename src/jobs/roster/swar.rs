@@ -14,6 +14,15 @@ pub(super) fn has_byte(x: u64, b: u8) -> u64 {
     has_zero(x ^ (ONES * u64::from(b)))
 }
 
+/// Bit 7 of each byte of `x` that equals `b`, and nothing else: exact per byte, unlike
+/// [`has_byte`] (no borrow crosses bytes: each byte's low seven bits plus 0x7F stay below
+/// 0x100).
+pub(super) fn bytes_equal(x: u64, b: u8) -> u64 {
+    let x = x ^ (ONES * u64::from(b));
+    let low7 = !HIGHS;
+    !(((x & low7).wrapping_add(low7)) | x | low7)
+}
+
 /// Non-zero iff some byte of `x` is below `n` (`n` at most 0x80): `x - n` borrows into
 /// bit 7 of such a byte while bit 7 of `x` is clear.
 pub(super) fn has_below(x: u64, n: u8) -> u64 {
@@ -40,4 +49,30 @@ pub(super) fn any(b: &[u8], word: impl Fn(u64) -> u64) -> bool {
         }
     }
     acc != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_equal_is_exact_per_byte() {
+        for target in [0u8, b' ', 0x7F, 0x80, 0xFF] {
+            for other in 0..=255u8 {
+                // `other` in every position, among bytes equal to the target and not.
+                for pos in 0..8 {
+                    for fill in [target, target ^ 1, 0, 0xFF] {
+                        let mut b = [fill; 8];
+                        b[pos] = other;
+                        let m = bytes_equal(u64::from_le_bytes(b), target);
+                        for (i, &c) in b.iter().enumerate() {
+                            let bit = m >> (8 * i) & 0xFF;
+                            assert_eq!(bit == 0x80, c == target, "{b:?} {target}");
+                            assert!(bit == 0 || bit == 0x80);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

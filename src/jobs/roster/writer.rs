@@ -8,7 +8,7 @@
 use std::io::{self, Write};
 
 /// Flushes to the underlying writer in chunks this big.
-const FLUSH_AT: usize = 64 * 1024;
+const FLUSH_AT: usize = 256 * 1024;
 
 pub(crate) struct Row<'a> {
     pub(crate) username: &'a str,
@@ -18,25 +18,34 @@ pub(crate) struct Row<'a> {
     pub(crate) department: &'a str,
 }
 
-pub(crate) struct MoodleCsv<'p, W: Write> {
+pub(crate) struct MoodleCsv<W: Write> {
     out: W,
     buf: Vec<u8>,
-    password: Option<&'p str>,
+    password: bool,
+    /// What ends every row: the password column, if any, and CRLF.
+    row_end: Vec<u8>,
 }
 
-impl<'p, W: Write> MoodleCsv<'p, W> {
-    pub(crate) fn new(out: W, password: Option<&'p str>) -> Self {
+impl<W: Write> MoodleCsv<W> {
+    pub(crate) fn new(out: W, password: Option<&str>) -> Self {
+        let mut row_end = Vec::new();
+        if let Some(p) = password {
+            row_end.push(b',');
+            field(&mut row_end, p);
+        }
+        row_end.extend_from_slice(b"\r\n");
         Self {
             out,
             buf: Vec::with_capacity(FLUSH_AT + 4096),
-            password,
+            password: password.is_some(),
+            row_end,
         }
     }
 
     pub(crate) fn header(&mut self) -> io::Result<()> {
         self.buf
             .extend_from_slice(b"username,firstname,lastname,email,department");
-        if self.password.is_some() {
+        if self.password {
             self.buf.extend_from_slice(b",password");
         }
         self.buf.extend_from_slice(b"\r\n");
@@ -44,21 +53,19 @@ impl<'p, W: Write> MoodleCsv<'p, W> {
     }
 
     pub(crate) fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
-        // username and email are ASCII without delimiters by construction.
+        // username and email are ASCII without delimiters, quotes or spaces by
+        // construction (a given email passed `EmailChecker`, whose alphabet has none).
+        debug_assert!(!needs_quotes(row.email.as_bytes()), "{}", row.email);
         self.buf.extend_from_slice(row.username.as_bytes());
         self.buf.push(b',');
         field(&mut self.buf, row.firstname);
         self.buf.push(b',');
         field(&mut self.buf, row.lastname);
         self.buf.push(b',');
-        field(&mut self.buf, row.email);
+        self.buf.extend_from_slice(row.email.as_bytes());
         self.buf.push(b',');
         field(&mut self.buf, row.department);
-        if let Some(p) = self.password {
-            self.buf.push(b',');
-            field(&mut self.buf, p);
-        }
-        self.buf.extend_from_slice(b"\r\n");
+        self.buf.extend_from_slice(&self.row_end);
         if self.buf.len() >= FLUSH_AT {
             self.out.write_all(&self.buf)?;
             self.buf.clear();
@@ -86,9 +93,7 @@ const NEEDS_QUOTES: [bool; 256] = {
 /// or trailing spaces; double the quotes inside.
 fn field(buf: &mut Vec<u8>, value: &str) {
     let b = value.as_bytes();
-    let special = may_need_quotes(b) && b.iter().any(|&c| NEEDS_QUOTES[usize::from(c)]);
-    let needs = special || b.first() == Some(&b' ') || b.last() == Some(&b' ');
-    if !needs {
+    if !needs_quotes(b) {
         buf.extend_from_slice(b);
         return;
     }
@@ -100,6 +105,11 @@ fn field(buf: &mut Vec<u8>, value: &str) {
         buf.push(c);
     }
     buf.push(b'"');
+}
+
+fn needs_quotes(b: &[u8]) -> bool {
+    let special = may_need_quotes(b) && b.iter().any(|&c| NEEDS_QUOTES[usize::from(c)]);
+    special || b.first() == Some(&b' ') || b.last() == Some(&b' ')
 }
 
 /// False only when `b` has no comma, quote or byte below 0x0E (so no CR or LF); true may
