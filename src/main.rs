@@ -394,7 +394,7 @@ async fn demo(settings: &mut Settings) -> Result<(), AppError> {
             .map_err(|e| AppError::Usage(format!("cannot start the demo's TCP peer: {e}")))?;
     let legacy_port = legacy_host.addr().port();
     let samples: Vec<(&str, Value)> = vec![
-        ("noop", serde_json::json!({})),
+        ("noop", serde_json::json!({"echo": true})),
         ("noop", serde_json::json!({"sleep_ms": 300})),
         (
             "noop",

@@ -14,8 +14,20 @@ const WAIT: Duration = Duration::from_secs(20);
 #[sqlx::test]
 async fn an_inserted_job_runs_and_finishes(pool: PgPool) {
     let worker = start_worker(&pool, settings());
-    let id = enqueue(&pool, "noop", json!({})).await;
+    let id = enqueue(&pool, "noop", json!({"echo": true})).await;
+    let quiet = enqueue(&pool, "noop", json!({})).await;
     assert_eq!(ended(&pool, id, WAIT).await, "finished");
+    assert_eq!(ended(&pool, quiet, WAIT).await, "finished");
+    let quiet_result: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT result FROM dialout_queue WHERE id = $1")
+            .bind(quiet)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        quiet_result, None,
+        "a no-op without echo leaves result empty"
+    );
     let (attempts, worker_id, started, result): (i32, Option<String>, bool, serde_json::Value) = sqlx::query_as(
         "SELECT attempts, worker_id, started_at IS NOT NULL, result FROM dialout_queue WHERE id = $1",
     )

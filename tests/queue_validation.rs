@@ -103,6 +103,10 @@ async fn noop_payload_fields_are_checked(pool: PgPool) {
             r#"{"retryable": 1}"#,
             r#"noop job: "retryable" must be true or false, got 1"#,
         ),
+        (
+            r#"{"echo": "please"}"#,
+            r#"noop job: "echo" must be true or false, got "please""#,
+        ),
     ];
     for (payload, expected) in cases {
         let sql = format!("INSERT INTO dialout_queue (kind, payload) VALUES ('noop', '{payload}')");

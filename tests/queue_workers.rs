@@ -28,12 +28,17 @@ async fn four_worker_processes_drain_20000_jobs_exactly_once(pool: PgPool) {
     let url = db_url(&pool).await;
     let workers: Vec<WorkerProcess> = (1..=4)
         // Leases long enough that a CPU-starved CI machine running the whole suite
-        // in parallel does not lose them: this test is about sharing, not rescue.
+        // in parallel does not lose them, and fewer jobs at once than the pool can
+        // serve in time (each writes its effect row): this test is about sharing,
+        // not rescue or retries.
         .map(|i| {
             WorkerProcess::spawn(
                 &url,
                 &format!("w{i}"),
-                &[("DIALOUT__WORKER__LEASE_MS", "5000")],
+                &[
+                    ("DIALOUT__WORKER__LEASE_MS", "5000"),
+                    ("DIALOUT__KINDS__NOOP__CONCURRENCY", "200"),
+                ],
             )
         })
         .collect();
@@ -173,7 +178,7 @@ async fn running_on(pool: &PgPool, id: i64, who: &str) {
 async fn a_stale_worker_cannot_complete_a_job_it_lost(pool: PgPool) {
     let url = db_url(&pool).await;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO dialout_queue (kind, payload) VALUES ('noop', '{\"sleep_ms\": 1500}') RETURNING id",
+        "INSERT INTO dialout_queue (kind, payload) VALUES ('noop', '{\"sleep_ms\": 1500, \"echo\": true}') RETURNING id",
     )
     .fetch_one(&pool)
     .await

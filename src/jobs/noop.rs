@@ -3,7 +3,9 @@
 //! Payload (all optional): `sleep_ms` (work for this long, stopping early when asked),
 //! `fail` (fail with this text), `retryable` (the failure may heal: retry with
 //! backoff), `effect` (write a row to `dialout_noop_effect` first, so tests can count
-//! how often the work really ran).
+//! how often the work really ran), `echo` (finish with a result saying which worker and
+//! attempt ran it; without it the result stays empty, as a no-op's should, so the
+//! benchmark measures the queue and not a jsonb per row).
 
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ struct Payload {
     retryable: bool,
     #[serde(default)]
     effect: bool,
+    #[serde(default)]
+    echo: bool,
 }
 
 impl JobHandler for Noop {
@@ -56,9 +60,10 @@ impl JobHandler for Noop {
             match payload.fail {
                 Some(error) if payload.retryable => Outcome::failed(error).retryable(),
                 Some(error) => Outcome::failed(error),
-                None => Outcome::finished(
+                None if payload.echo => Outcome::finished(
                     json!({ "worker": ctx.worker_id(), "attempt": ctx.attempt() }),
                 ),
+                None => Outcome::finished_empty(),
             }
         })
     }

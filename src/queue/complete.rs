@@ -249,6 +249,7 @@ async fn record_unwritable(
 }
 
 fn reply_all(requests: Vec<Request>, written: &[i64]) {
+    let written: std::collections::HashSet<i64> = written.iter().copied().collect();
     for r in requests {
         let result = if written.contains(&r.lease.id) {
             WriteResult::Written

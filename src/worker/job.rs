@@ -163,6 +163,11 @@ impl Outcome {
         }
     }
 
+    /// Done: status `finished`, nothing to put in `result`.
+    pub fn finished_empty() -> Self {
+        Self::new(OutcomeKind::Finished, None)
+    }
+
     /// Done: status `finished`, `result` stored.
     pub fn finished(result: Value) -> Self {
         Self::new(OutcomeKind::Finished, None).with_result(result)
