@@ -93,9 +93,16 @@ async fn a_kinds_sql_commits_with_the_final_status_or_not_at_all(pool: PgPool) {
 async fn a_stale_lease_commits_neither_status_nor_sql(pool: PgPool) {
     side_table(&pool).await;
     let id = enqueue(&pool, "noop", json!({})).await;
-    let leased = queue::lease_jobs(&pool, "noop", 10, "old", Duration::from_secs(60))
-        .await
-        .unwrap();
+    let leased = queue::lease_jobs(
+        &pool,
+        "noop",
+        10,
+        "old",
+        Duration::from_secs(60),
+        uuid::Uuid::new_v4(),
+    )
+    .await
+    .unwrap();
     let stale = leased[0].lease();
     // The lease is taken over (as after a rescue): a new token.
     sqlx::query("UPDATE dialout_queue SET lease_token = gen_random_uuid() WHERE id = $1")

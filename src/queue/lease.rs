@@ -7,7 +7,12 @@ use uuid::Uuid;
 
 use super::{JobStatus, Lease, LeasedJob, QueueError};
 
-/// Leases up to `limit` ready jobs of `kind` for `worker_id`, each with a fresh token.
+/// Leases up to `limit` ready jobs of `kind` for `worker_id`.
+///
+/// Every job of one call gets `batch` as its lease token: a fresh uuid per call, so each
+/// attempt still has a token of its own, and a call whose reply never arrived (the
+/// connection dropped after COMMIT) can be undone with [`release_batch`] instead of
+/// waiting for the leases to expire and burning an attempt.
 /// `SKIP LOCKED` lets any number of replicas run this at once without waiting on
 /// each other or taking the same row. `= ANY(ARRAY(...))` keeps the plan on the
 /// primary key: a join here lets the planner hash the whole table, which grows with it.
@@ -17,12 +22,13 @@ pub async fn lease_jobs(
     limit: u32,
     worker_id: &str,
     lease: Duration,
+    batch: Uuid,
 ) -> Result<Vec<LeasedJob>, sqlx::Error> {
     sqlx::query_as::<_, LeasedJob>(
         "UPDATE dialout_queue AS q SET \
              status = 'trying', \
              attempts = q.attempts + 1, \
-             lease_token = gen_random_uuid(), \
+             lease_token = $5, \
              lease_expires_at = now() + $4 * interval '1 millisecond', \
              worker_id = $3, \
              started_at = coalesce(q.started_at, now()) \
@@ -38,8 +44,35 @@ pub async fn lease_jobs(
     .bind(i64::from(limit))
     .bind(worker_id)
     .bind(lease.as_millis() as f64)
+    .bind(batch)
     .fetch_all(pool)
     .await
+}
+
+/// Gives back the jobs a [`lease_jobs`] call leased under `batch` when its caller never
+/// received them: `queued` again at once, the attempt not counted, other workers woken.
+/// Matches nothing if the call failed before COMMIT, or once the leases were rescued:
+/// safe to run whenever a lease call failed. Returns how many came back.
+pub async fn release_batch(pool: &PgPool, batch: Uuid) -> Result<u64, sqlx::Error> {
+    let released: i64 = sqlx::query_scalar(
+        "WITH released AS ( \
+             UPDATE dialout_queue AS q SET \
+                 status = CASE WHEN q.status = 'cancelled' THEN q.status ELSE 'queued' END, \
+                 attempts = q.attempts - 1, \
+                 started_at = CASE WHEN q.attempts = 1 THEN NULL ELSE q.started_at END, \
+                 lease_token = NULL, \
+                 lease_expires_at = NULL \
+             WHERE q.lease_token = $1 AND q.status IN ('trying', 'cancelled') \
+             RETURNING q.kind, q.status), \
+         woken AS ( \
+             SELECT pg_notify('dialout_queue', k.kind) \
+             FROM (SELECT DISTINCT kind FROM released WHERE status = 'queued') AS k) \
+         SELECT count(*) FROM released, (SELECT count(*) FROM woken) AS w",
+    )
+    .bind(batch)
+    .fetch_one(pool)
+    .await?;
+    Ok(released as u64)
 }
 
 impl super::Lease {

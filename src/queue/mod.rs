@@ -17,7 +17,7 @@ use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 pub use complete::{Completer, CompletionHook, RetryPacing, Write, WriteResult};
-pub use lease::{Heartbeat, lease_jobs};
+pub use lease::{Heartbeat, lease_jobs, release_batch};
 pub use maintenance::{prune_finished, rescue_expired};
 pub use notify::{Listener, Wake};
 pub use status::JobStatus;

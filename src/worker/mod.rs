@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
 pub use job::{JobContext, JobHandler, Outcome, Registry, StopReason};
 
@@ -295,17 +296,40 @@ async fn produce(
     let w = &shared.settings.worker;
     let mut delay = Duration::from_millis(w.reconnect_min_ms);
     let mut failing = false;
+    // Lease calls that failed: if one committed and only its reply was lost, its jobs
+    // are leased to nobody. Give them back before leasing again.
+    let mut unreceived: Vec<Uuid> = Vec::new();
     while !stop.is_cancelled() {
-        let free = slot.free();
-        if free == 0 {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = slot.freed() => continue,
+        let released = release_unreceived(&shared, &kind, &mut unreceived).await;
+        let leased = match released {
+            Ok(()) => {
+                let free = slot.free();
+                if free == 0 {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = slot.freed() => continue,
+                    }
+                }
+                let want = free.min(w.lease_batch as usize) as u32;
+                let batch = Uuid::new_v4();
+                let leased = queue::lease_jobs(
+                    &shared.queue_pool,
+                    &kind,
+                    want,
+                    &shared.id,
+                    w.lease(),
+                    batch,
+                )
+                .await;
+                if leased.is_err() {
+                    unreceived.push(batch);
+                }
+                leased.map(|jobs| (jobs, want))
             }
-        }
-        let want = free.min(w.lease_batch as usize) as u32;
-        match queue::lease_jobs(&shared.queue_pool, &kind, want, &shared.id, w.lease()).await {
-            Ok(jobs) => {
+            Err(e) => Err(e),
+        };
+        match leased {
+            Ok((jobs, want)) => {
                 if failing {
                     tracing::info!(kind, "database reachable again; leasing resumed");
                     failing = false;
@@ -341,6 +365,27 @@ async fn produce(
             }
         }
     }
+}
+
+/// Releases the batches of lease calls that failed (see [`queue::release_batch`]),
+/// forgetting each once the database answered.
+async fn release_unreceived(
+    shared: &Shared,
+    kind: &str,
+    unreceived: &mut Vec<Uuid>,
+) -> Result<(), sqlx::Error> {
+    while let Some(&batch) = unreceived.last() {
+        let released = queue::release_batch(&shared.queue_pool, batch).await?;
+        if released > 0 {
+            tracing::info!(
+                kind,
+                released,
+                "gave back jobs leased by a call whose reply was lost"
+            );
+        }
+        unreceived.pop();
+    }
+    Ok(())
 }
 
 /// Runs one leased job and records its outcome. Never panics, never returns early
