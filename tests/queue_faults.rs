@@ -48,3 +48,77 @@ async fn a_lease_whose_reply_was_lost_is_given_back_not_burned(pool: PgPool) {
     assert_eq!(last_error, None);
     worker.shutdown().await;
 }
+
+/// SIGTERM while a finished job's outcome is still being written (another session
+/// holds its row, so the write waits): the outcome belongs to the completer, and the
+/// shutdown must not hand the job back as well (which would run it again).
+#[sqlx::test]
+async fn a_shutdown_does_not_hand_back_a_job_whose_outcome_is_being_written(pool: PgPool) {
+    let mut s = settings();
+    s.worker.shutdown_grace_ms = 200;
+    s.worker.lease_ms = 60_000; // nothing expires while the row is held
+    let worker = start_worker(&pool, s);
+    let id = enqueue(&pool, "noop", json!({"sleep_ms": 300, "effect": true})).await;
+    eventually(Duration::from_secs(20), "the job to start", || async {
+        let status: String =
+            sqlx::query_scalar("SELECT status::text FROM dialout_queue WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        (status == "trying").then_some(())
+    })
+    .await;
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM dialout_queue WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    // The handler finishes and the completer's write waits for the row.
+    backends(
+        &pool,
+        "the outcome's write to wait for the row",
+        "wait_event_type = 'Lock'",
+        |n| n >= 1,
+    )
+    .await;
+
+    let shutdown = tokio::spawn(worker.shutdown());
+    // The worker has decided what to hand back once its LISTEN connection closes.
+    backends(
+        &pool,
+        "the worker to end its LISTEN connection",
+        "query ILIKE 'LISTEN%'",
+        |n| n == 0,
+    )
+    .await;
+    holder.rollback().await.unwrap();
+    let summary = shutdown.await.unwrap();
+
+    assert_eq!(summary.handed_back, 0, "nothing was handed back");
+    let (status, attempts, effects): (String, i32, i64) = sqlx::query_as(
+        "SELECT status::text, attempts, (SELECT count(*) FROM dialout_noop_effect WHERE job_id = $1) \
+         FROM dialout_queue WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "finished");
+    assert_eq!((attempts, effects), (1, 1), "ran once");
+}
+
+/// Waits until the number of this database's other sessions matching `filter` passes
+/// `check`.
+async fn backends(pool: &PgPool, what: &str, filter: &str, check: impl Fn(i64) -> bool) {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND {filter}"
+    );
+    eventually(Duration::from_secs(30), what, || async {
+        let n: i64 = sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap();
+        check(n).then_some(())
+    })
+    .await;
+}
