@@ -291,7 +291,10 @@ impl From<&[Request]> for Rows {
             hand_back: Vec::with_capacity(n),
             recover: Vec::with_capacity(n),
         };
-        for r in requests {
+        // Sorted by id: the order the UPDATE locks the rows in (see `write`).
+        let mut sorted: Vec<&Request> = requests.iter().collect();
+        sorted.sort_unstable_by_key(|r| r.lease.id);
+        for r in sorted {
             rows.ids.push(r.lease.id);
             rows.tokens.push(r.lease.token);
             match &r.write {
@@ -325,10 +328,10 @@ impl From<&[Request]> for Rows {
 impl Rows {
     /// One fenced UPDATE for the whole batch; returns the ids it wrote.
     ///
-    /// Rows are locked in id order, as the heartbeat does, so the two never deadlock
-    /// (a deadlock costs a second of `deadlock_timeout`: long enough to lose leases).
-    /// `= ANY(ARRAY(...))` rather than a join: the generic plan of a prepared
-    /// statement would otherwise nest-loop over the locked rows, quadratic in the batch.
+    /// The batch comes sorted by id (see `From`), so rows are locked in id order
+    /// whatever the plan: two writers never wait on each other in a cycle, and the
+    /// heartbeat and the rescuer skip locked rows rather than wait (a deadlock costs a
+    /// second of `deadlock_timeout`: long enough to lose leases).
     /// A job an application cancelled while it ran stays `cancelled` (its result and
     /// error are still kept). Handed-back jobs wake the other workers at once.
     async fn write<'e, E>(&self, executor: E) -> Result<Vec<i64>, sqlx::Error>
@@ -340,8 +343,6 @@ impl Rows {
                  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::dialout_status[], $4::text[], \
                                       $5::text[], $6::timestamptz[], $7::bool[], $8::bool[]) \
                       AS c(id, token, status, result, error, run_at, hand_back, recover)), \
-             locked AS ( \
-                 SELECT id FROM dialout_queue WHERE id = ANY($1) ORDER BY id FOR UPDATE), \
              done AS ( \
                  UPDATE dialout_queue AS q SET \
                      status = CASE WHEN q.status = 'cancelled' THEN q.status ELSE c.status END, \
@@ -355,8 +356,7 @@ impl Rows {
                      lease_token = NULL, \
                      lease_expires_at = NULL \
                  FROM c \
-                 WHERE q.id = ANY(ARRAY(SELECT id FROM locked)) \
-                   AND q.id = c.id AND q.lease_token = c.token \
+                 WHERE q.id = ANY($1) AND q.id = c.id AND q.lease_token = c.token \
                  RETURNING q.id, q.kind, q.status, c.hand_back), \
              woken AS ( \
                  SELECT pg_notify('dialout_queue', k.kind) \

@@ -14,8 +14,11 @@ use super::{JobStatus, Lease, LeasedJob, QueueError};
 /// connection dropped after COMMIT) can be undone with [`release_batch`] instead of
 /// waiting for the leases to expire and burning an attempt.
 /// `SKIP LOCKED` lets any number of replicas run this at once without waiting on
-/// each other or taking the same row. `= ANY(ARRAY(...))` keeps the plan on the
-/// primary key: a join here lets the planner hash the whole table, which grows with it.
+/// each other or taking the same row. The rows are updated by `ctid`, where the
+/// subquery found and locked them: no second lookup per row in the primary key (a
+/// locked row cannot move), and no join, which lets the planner hash the whole table.
+/// A row another leaser updated meanwhile is locked in its new version, which the
+/// UPDATE's snapshot does not see: it is left alone, for the next call.
 pub async fn lease_jobs(
     pool: &PgPool,
     kind: &str,
@@ -32,8 +35,8 @@ pub async fn lease_jobs(
              lease_expires_at = now() + $4 * interval '1 millisecond', \
              worker_id = $3, \
              started_at = coalesce(q.started_at, now()) \
-         WHERE q.id = ANY(ARRAY( \
-             SELECT id FROM dialout_queue \
+         WHERE q.ctid = ANY(ARRAY( \
+             SELECT ctid FROM dialout_queue \
              WHERE status = 'queued' AND kind = $1 AND run_at <= now() \
              ORDER BY priority DESC, run_at, id \
              LIMIT $2 \
