@@ -28,8 +28,8 @@ pub(crate) struct Assigner<W: Write> {
     generated_emails: Entries<GeneratedEmail>,
     renamed: Entries<Renamed>,
     warnings: Entries<Warning>,
-    username: String,
     email_out: String,
+    tmp: String,
 }
 
 impl<W: Write> Assigner<W> {
@@ -53,25 +53,37 @@ impl<W: Write> Assigner<W> {
             generated_emails: Entries::new(),
             renamed: Entries::new(),
             warnings: Entries::new(),
-            username: String::new(),
             email_out: String::new(),
+            tmp: String::new(),
         }
     }
 
     /// Finishes every row of `batch`, in order.
     pub(crate) fn batch(&mut self, batch: &mut Batch) -> io::Result<()> {
+        batch.finish_names(
+            self.usernames.hasher(),
+            self.emails.hasher(),
+            self.at_domain.as_deref(),
+            &mut self.tmp,
+        );
         let n = batch.rows.len();
+        // Without explicit numbered names, renaming looks nothing up: no second prefetch.
+        // (Should one come in the batch, only a prefetch is lost.)
+        let next = self.usernames.may_have_numbered("")
+            || (self.at_domain.as_deref()).is_some_and(|d| self.emails.may_have_numbered(d));
         for i in 0..(2 * AHEAD).min(n) {
             self.prefetch(batch, i);
         }
         for i in 0..AHEAD.min(n) {
-            self.prefetch_next(batch, i);
+            if next {
+                self.prefetch_next(batch, i);
+            }
         }
         for i in 0..n {
             if i + 2 * AHEAD < n {
                 self.prefetch(batch, i + 2 * AHEAD);
             }
-            if i + AHEAD < n {
+            if next && i + AHEAD < n {
                 self.prefetch_next(batch, i + AHEAD);
             }
             self.finish(batch, i)?;
@@ -86,7 +98,9 @@ impl<W: Write> Assigner<W> {
             .prefetch_claim(batch.get(row, Text::Base), &row.user_hint);
         let email = batch.get(row, Text::Email);
         match (&row.problem, &self.at_domain) {
-            (None, _) => self.emails.prefetch_insert(email, &row.email_hint),
+            (None, _) => self
+                .emails
+                .prefetch_insert(email, row.email_at, &row.email_hint),
             (Some(_), Some(_)) => self.emails.prefetch_claim(email, &row.email_hint),
             (Some(_), None) => {}
         }
@@ -114,10 +128,10 @@ impl<W: Write> Assigner<W> {
         let problem = batch.rows[i].problem.take();
         let row: &Staged = &batch.rows[i];
         let (line, guessed_split) = (row.line, row.guessed_split);
-        let (user_hint, email_hint) = (row.user_hint, row.email_hint);
+        let (user_hint, email_hint, email_at) = (row.user_hint, row.email_hint, row.email_at);
         let text = |t| batch.get(row, t);
         let (base, email) = (text(Text::Base), text(Text::Email));
-        if problem.is_none() && !self.emails.insert_hinted(email, &email_hint) {
+        if problem.is_none() && !self.emails.insert_hinted(email, email_at, &email_hint) {
             self.warnings.record(self.cap, || Warning {
                 line,
                 message: format!(
@@ -125,39 +139,38 @@ impl<W: Write> Assigner<W> {
                 ),
             });
         }
+        // Borrowed from the registry until the row is written: no copy.
         let (name, renamed) = self.usernames.claim_hinted(base, "", Some(&user_hint));
-        self.username.clear();
-        self.username.push_str(name);
         if renamed {
-            let to = &self.username;
             self.renamed.record(self.cap, || Renamed {
                 line,
                 from: base.to_owned(),
-                to: Username::from_generated(to),
+                to: Username::from_generated(name),
             });
         }
         self.email_out.clear();
-        match (problem, &self.at_domain) {
+        let generated = match (problem, &self.at_domain) {
             (Some(problem), Some(at_domain)) => {
                 let (addr, _) = if email.is_empty() {
                     // The hash was for another name.
-                    self.emails.claim_hinted(&self.username, at_domain, None)
+                    self.emails.claim_hinted(name, at_domain, None)
                 } else {
                     self.emails
                         .claim_hinted(email, at_domain, Some(&email_hint))
                 };
                 self.email_out.push_str(addr);
-                let (u, e) = (&self.username, &self.email_out);
+                let e = &self.email_out;
                 self.generated_emails.record(self.cap, || GeneratedEmail {
                     line,
-                    username: Username::from_generated(u),
+                    username: Username::from_generated(name),
                     email: e.clone(),
                     problem,
                 });
+                true
             }
             // Phase A rejects rows needing an address when there is no domain.
-            _ => self.email_out.push_str(email),
-        }
+            _ => false,
+        };
         if guessed_split {
             self.warnings.record(self.cap, || Warning {
                 line,
@@ -168,11 +181,12 @@ impl<W: Write> Assigner<W> {
         }
         self.rows_out += 1;
         self.csv.row(&Row {
-            username: &self.username,
+            username: name,
             firstname: text(Text::First),
             lastname: text(Text::Last),
-            email: &self.email_out,
+            email: if generated { &self.email_out } else { email },
             department: text(Text::Department),
+            names: batch.names(row),
         })
     }
 

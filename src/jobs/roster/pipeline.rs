@@ -1,6 +1,7 @@
 //! The conversion's two phases and how they are run: phase A (read, split lines, parse
-//! and check rows: `rows`) fills batches that phase B (unique names, report, CSV:
-//! `assign`) finishes in order. With two cores, phase A runs on its own thread and the
+//! and check rows: `rows`) fills batches that phase B (usernames and hashes:
+//! `Batch::finish_names`; unique names, report, CSV: `assign`) finishes in order. The
+//! split keeps the two about equally busy. With two cores, phase A runs on its own thread and the
 //! batches cross a bounded channel, so memory stays flat; otherwise both phases take
 //! turns on the calling thread. Output and report are the same either way.
 
@@ -55,7 +56,7 @@ fn run_on<R: BufRead + Send, W: Write>(
         usernames.insert(&lower);
     }
     let emails = Registry::for_emails();
-    let mut parser = RowParser::new(options, usernames.hasher(), emails.hasher());
+    let mut parser = RowParser::new(options);
     let mut assigner = Assigner::new(options, usernames, emails, output);
     assigner.header().map_err(ConvertError::Write)?;
 

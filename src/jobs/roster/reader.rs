@@ -10,7 +10,7 @@
 use std::io::{self, BufRead};
 use std::ops::Range;
 
-use super::rules::{is_no_email_marker, is_particle, may_start_no_email_marker};
+use super::rules::{is_particle, longest_no_email_marker, may_start_no_email_marker};
 
 /// Windows-1252 0x80..=0x9F; the five undefined bytes map to the C1 controls as in WHATWG.
 const CP1252_HIGH: [char; 32] = [
@@ -524,7 +524,7 @@ pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> Se
     }
     if slot.is_none() {
         // A marker needs at least a forename and a surname before it.
-        'outer: for i in 2..n {
+        for i in 2..n {
             // Every marker starts with one of these: skip the rest cheaply.
             let lead = b[words[i].start].to_ascii_lowercase();
             if !matches!(lead, b'n' | b's' | b'-' | b'?')
@@ -532,14 +532,9 @@ pub(crate) fn split_seed<'a>(line: &'a str, words: &mut Vec<Range<usize>>) -> Se
             {
                 continue;
             }
-            for k in (1..=3).rev() {
-                if i + k <= n {
-                    let text = &line[words[i].start..words[i + k - 1].end];
-                    if is_no_email_marker(text) {
-                        slot = Some((i, i + k, SeedEmail::Missing));
-                        break 'outer;
-                    }
-                }
+            if let Some(k) = longest_no_email_marker(line, &words[i..n.min(i + 3)]) {
+                slot = Some((i, i + k, SeedEmail::Missing));
+                break;
             }
         }
     }
@@ -649,12 +644,13 @@ fn is_row_number(w: &str) -> bool {
 /// that follows, and the resulting units split as: 2 → 1+1, 3 → 1+2 (one forename, two
 /// surnames, the Spanish default), 4 or more → all but the last two are the forename.
 /// `None` when there is no surname.
-pub(crate) fn split_name(words: &[&str]) -> Option<usize> {
+/// `n` words; `particle(i)`: whether word `i` is one.
+pub(crate) fn split_name(n: usize, particle: impl Fn(usize) -> bool) -> Option<usize> {
     // unit_starts[k] = index of the first word of unit k.
     let mut unit_starts = [0usize; 16];
     let mut units = 0;
     let mut pending = false;
-    for (i, w) in words.iter().enumerate() {
+    for i in 0..n {
         if !pending {
             if units == unit_starts.len() {
                 return None;
@@ -663,7 +659,7 @@ pub(crate) fn split_name(words: &[&str]) -> Option<usize> {
             units += 1;
         }
         // A particle opens a unit that the next word closes ("de la Fuente").
-        pending = is_particle(w) && i + 1 < words.len();
+        pending = i + 1 < n && particle(i);
     }
     match units {
         0 | 1 => None,
@@ -688,7 +684,7 @@ pub(crate) fn split_fullname(cell: &str) -> Option<(&str, &str)> {
         words[n] = w;
         n += 1;
     }
-    let k = split_name(&words[..n])?;
+    let k = split_name(n, |i| is_particle(words[i]))?;
     let base = cell.as_ptr() as usize;
     let first_end = words[k - 1].as_ptr() as usize - base + words[k - 1].len();
     let last_start = words[k].as_ptr() as usize - base;
@@ -703,7 +699,7 @@ mod tests {
     fn name_split_rule() {
         let s = |t: &str| {
             let w: Vec<&str> = t.split_whitespace().collect();
-            split_name(&w).map(|k| (w[..k].join(" "), w[k..].join(" ")))
+            split_name(w.len(), |i| is_particle(w[i])).map(|k| (w[..k].join(" "), w[k..].join(" ")))
         };
         assert_eq!(s("Pedro Pedroso"), Some(("Pedro".into(), "Pedroso".into())));
         assert_eq!(

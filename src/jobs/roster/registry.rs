@@ -168,6 +168,42 @@ impl U64Map {
     }
 }
 
+/// A set of name tails (`""` for usernames, `@domain` for addresses) while there are
+/// few; past that, it answers "maybe" for every tail.
+struct Tails(Option<Vec<String>>);
+
+impl Default for Tails {
+    fn default() -> Self {
+        Self(Some(Vec::new()))
+    }
+}
+
+impl Tails {
+    /// Past this many tails, the list would cost more than it saves.
+    const MAX: usize = 8;
+
+    fn note(&mut self, tail: &str) {
+        let Some(tails) = &mut self.0 else {
+            return;
+        };
+        if tails.iter().any(|t| t == tail) {
+            return;
+        }
+        if tails.len() == Self::MAX {
+            self.0 = None;
+        } else {
+            tails.push(tail.to_owned());
+        }
+    }
+
+    /// False only when `tail` was never noted.
+    fn may_have(&self, tail: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|tails| tails.iter().any(|t| t == tail))
+    }
+}
+
 /// A seeded multiply-xorshift hash, 8 bytes at a time, finished with murmur3's `fmix64`.
 /// SipHash cost more than the table itself here; the seed is random per registry, and a
 /// collision can only cost an unneeded suffix. `Copy`, so the parsing thread can hash the
@@ -250,6 +286,14 @@ pub(crate) struct Registry {
     plain: U64Set,
     /// Taken names whose body ends in a digit and that no counter implies.
     numbered: U64Set,
+    /// The tails of the names in `numbered`: renaming skips the `numbered` look-up (a
+    /// hash and a memory round trip) for a tail that has none, such as the generated
+    /// addresses' domain next to given `u123@…` addresses, or usernames when no existing
+    /// one ends in a digit.
+    numbered_tails: Tails,
+    /// The tails of the keys in `next_suffix`: a given `u123@x.edu` is not looked up as a
+    /// renamed name when no name ending in `@x.edu` was ever renamed.
+    counter_tails: Tails,
     /// Per base (base + tail): the next number to hand out; all below it are taken.
     next_suffix: U64Map,
     /// Addresses: the tail starts at the last `@`.
@@ -275,6 +319,8 @@ impl Registry {
             },
             plain: U64Set::new(),
             numbered: U64Set::new(),
+            numbered_tails: Tails::default(),
+            counter_tails: Tails::default(),
             next_suffix: U64Map::new(),
             email,
             candidate: String::new(),
@@ -303,15 +349,23 @@ impl Registry {
     /// Whether a counter implies `name` is taken: its body is base + N with N ≥ 2 below
     /// the base's counter.
     fn implied(&mut self, name: &str, body_end: usize) -> bool {
-        let body = &name[..body_end];
-        let prefix = body.trim_end_matches(|c: char| c.is_ascii_digit());
-        let digits = &body[prefix.len()..];
-        if prefix.is_empty() || digits.is_empty() || digits.starts_with('0') || digits.len() > 9 {
+        if !self.counter_tails.may_have(&name[body_end..]) {
             return false;
         }
-        let Ok(n) = digits.parse::<u32>() else {
+        let body = &name.as_bytes()[..body_end];
+        // Digits are ASCII, so the split is at a char boundary.
+        let split = body
+            .iter()
+            .rposition(|c| !c.is_ascii_digit())
+            .map_or(0, |i| i + 1);
+        let (prefix, digits) = (&name[..split], &body[split..]);
+        if prefix.is_empty() || digits.is_empty() || digits[0] == b'0' || digits.len() > 9 {
             return false;
-        };
+        }
+        // At most nine digits: no overflow.
+        let n = digits
+            .iter()
+            .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
         // `scratch` keeps the last key and `scratch_hash` its hash: given addresses like
         // `u123@x.edu`, `u124@x.edu` share theirs.
         let tail = &name[body_end..];
@@ -334,22 +388,31 @@ impl Registry {
     /// Marks `name` (body ending at `body_end`, hash `h`) as taken; false when it already
     /// was.
     fn take(&mut self, name: &str, body_end: usize, h: u64) -> bool {
-        let numbered = name[..body_end].ends_with(|c: char| c.is_ascii_digit());
+        let numbered = ends_in_digit(&name[..body_end]);
         if numbered && self.implied(name, body_end) {
             return false;
         }
         if numbered {
+            self.numbered_tails.note(&name[body_end..]);
             self.numbered.insert(h)
         } else {
             self.plain.insert(h)
         }
     }
 
-    /// Starts loading the slot a later [`Self::insert_hinted`] of `name` will touch: the
+    /// False when no name in `numbered` ends in `tail`: then renaming a base + `tail`
+    /// looks nothing up.
+    pub(crate) fn may_have_numbered(&self, tail: &str) -> bool {
+        self.numbered_tails.may_have(tail)
+    }
+
+    /// Starts loading the slot a later [`Self::insert_hinted`] of `name` (body ending at
+    /// `body_end`) will touch: the
     /// tables are bigger than the caches, so an insert is a memory round trip, and
     /// started early it overlaps with other rows' work.
-    pub(crate) fn prefetch_insert(&self, name: &str, hint: &Hint) {
-        self.prefetch_body(&name[..self.body_end(name)], hint.full);
+    pub(crate) fn prefetch_insert(&self, name: &str, body_end: usize, hint: &Hint) {
+        debug_assert_eq!(body_end, self.body_end(name));
+        self.prefetch_body(&name[..body_end], hint.full);
     }
 
     /// Starts loading the slots a later [`Self::claim_hinted`] of `base` + a tail will
@@ -361,7 +424,7 @@ impl Registry {
     }
 
     fn prefetch_body(&self, body: &str, h: u64) {
-        if body.ends_with(|c: char| c.is_ascii_digit()) {
+        if ends_in_digit(body) {
             self.numbered.prefetch(h);
         } else {
             self.plain.prefetch(h);
@@ -371,6 +434,10 @@ impl Registry {
     /// Second step of [`Self::prefetch_claim`]: a base seen before is most likely renamed
     /// to its next number, so this reads the counter and starts loading that name's slot.
     pub(crate) fn prefetch_next(&mut self, base: &str, tail: &str, hint: &mut Hint) {
+        if !self.may_have_numbered(tail) {
+            // Renaming will not look that name up (see `claim_hinted`).
+            return;
+        }
         let Some(n) = self.next_suffix.get(hint.full) else {
             return;
         };
@@ -394,10 +461,11 @@ impl Registry {
         self.take(name, end, h)
     }
 
-    /// [`Self::insert`] with the [`Hint`] that `prefetch(name, "")` returned.
-    pub(crate) fn insert_hinted(&mut self, name: &str, hint: &Hint) -> bool {
-        let end = self.body_end(name);
-        self.take(name, end, hint.full)
+    /// [`Self::insert`] with the name's [`Hint`] and where its body ends (for an address,
+    /// at its last `@`).
+    pub(crate) fn insert_hinted(&mut self, name: &str, body_end: usize, hint: &Hint) -> bool {
+        debug_assert_eq!(body_end, self.body_end(name));
+        self.take(name, body_end, hint.full)
     }
 
     /// Claims `base` + `tail`, or else `base` + N + `tail` with N from the base's counter
@@ -416,21 +484,33 @@ impl Registry {
         hint: Option<&Hint>,
     ) -> (&str, bool) {
         let mut cand = std::mem::take(&mut self.candidate);
-        cand.clear();
-        cand.push_str(base);
-        if !tail.is_empty() {
+        let unsuffixed = |cand: &mut String| {
+            cand.clear();
+            cand.push_str(base);
             cand.push_str(tail);
-        }
-        let key = hint.map_or_else(|| self.hash(&cand), |h| h.full);
+        };
+        let key = match hint {
+            Some(h) => h.full,
+            None => {
+                unsuffixed(&mut cand);
+                self.hash(&cand)
+            }
+        };
         // One counter per (base, tail), keyed like the unsuffixed name. A base with a
         // counter was taken when the counter was made, and names are never freed: no need
-        // to look it up again.
+        // to look it up again (nor to build it: usually there is a counter).
         let counter = self.next_suffix.get(key);
-        if counter.is_none() && self.take(&cand, base.len(), key) {
-            self.candidate = cand;
-            return (&self.candidate, false);
+        if counter.is_none() {
+            if hint.is_some() {
+                unsuffixed(&mut cand);
+            }
+            if self.take(&cand, base.len(), key) {
+                self.candidate = cand;
+                return (&self.candidate, false);
+            }
         }
-        let letter_base = !base.ends_with(|c: char| c.is_ascii_digit());
+        let letter_base = !ends_in_digit(base);
+        let check_numbered = self.may_have_numbered(tail);
         let mut n = counter.unwrap_or(2);
         loop {
             cand.clear();
@@ -440,28 +520,36 @@ impl Registry {
             if !tail.is_empty() {
                 cand.push_str(tail);
             }
-            let h = match hint {
+            let hash = |r: &Self| match hint {
                 // The counter may have moved since the prefetch (an earlier row with the
                 // same base): the hash is only reused for the same number.
                 Some(hint) if hint.next == n => hint.next_hash,
-                _ => self.hash(&cand),
+                _ => r.hash(&cand),
             };
-            n = n.saturating_add(1);
-            let free = if letter_base {
+            let free = if !letter_base {
+                let h = hash(self);
+                self.take(&cand, body_end, h)
+            } else {
                 // Numbers below the counter are implied, so only explicit numbered names
                 // can be in the way; the counter update below records this one.
-                !self.numbered.contains(h)
-            } else {
-                self.take(&cand, body_end, h)
+                !check_numbered || !self.numbered.contains(hash(self))
             };
+            n = n.saturating_add(1);
             if free {
                 break;
             }
         }
         self.next_suffix.insert(key, n);
+        if counter.is_none() {
+            self.counter_tails.note(tail);
+        }
         self.candidate = cand;
         (&self.candidate, true)
     }
+}
+
+fn ends_in_digit(s: &str) -> bool {
+    s.as_bytes().last().is_some_and(u8::is_ascii_digit)
 }
 
 fn push_u32(mut n: u32, out: &mut String) {

@@ -1,5 +1,6 @@
 //! Phase A of a row: from a parsed line to a staged user, with every check that can
-//! reject it. Runs on the parsing thread; `assign` finishes the staged rows.
+//! reject it. Runs on the parsing thread; [`Batch::finish_names`] (on phase B's thread)
+//! and `assign` finish the staged rows.
 
 use std::ops::Range;
 
@@ -21,7 +22,7 @@ pub(crate) enum Text {
     First,
     Last,
     Department,
-    /// Username before uniqueness (`jperez`).
+    /// Username before uniqueness (`jperez`), from [`Batch::finish_names`].
     Base,
     /// The given address, lower-cased and valid, when `problem` is `None`; else the local
     /// part for a generated address.
@@ -34,11 +35,19 @@ pub(crate) struct Staged {
     /// Where each [`Text`] is in the batch's text.
     texts: [Range<usize>; 5],
     pub(crate) problem: Option<EmailProblem>,
+    /// Where the `@` of a valid given address is: the registry's split into body and
+    /// tail, found already by the check.
+    pub(crate) email_at: usize,
+    /// The username's first letter comes from the forename's first word only (the seed
+    /// layout's rule), not from the first word that has one.
+    first_word_letter: bool,
     /// Seed line without email slot: warn that the whole line was taken as the name.
     pub(crate) guessed_split: bool,
-    /// The username base's hash (phase B completes it with its prefetches).
+    /// The username base's hash, from [`Batch::finish_names`] (phase B completes it with
+    /// its prefetches).
     pub(crate) user_hint: Hint,
-    /// The given address's hash, or the generated one's (local part + `@domain`).
+    /// The given address's hash, or the generated one's (local part + `@domain`), from
+    /// [`Batch::finish_names`].
     pub(crate) email_hint: Hint,
 }
 
@@ -59,6 +68,58 @@ impl Batch {
     #[inline]
     pub(crate) fn get(&self, row: &Staged, t: Text) -> &str {
         &self.text[row.texts[t as usize].clone()]
+    }
+
+    /// Forename, surname and department back to back: a row's parser appends them in
+    /// that order, first of its texts.
+    #[inline]
+    pub(crate) fn names(&self, row: &Staged) -> &str {
+        let [first, last, department, ..] = &row.texts;
+        debug_assert!(first.end == last.start && last.end == department.start);
+        &self.text[first.start..department.end]
+    }
+
+    /// Builds the rows' username bases and the hashes of the names phase B looks up. Runs
+    /// on phase B's thread, first thing for each batch, as phase A is the busier of the
+    /// two. `at_domain`: `@` and the domain for generated addresses.
+    pub(crate) fn finish_names(
+        &mut self,
+        user_hash: NameHash,
+        email_hash: NameHash,
+        at_domain: Option<&str>,
+        tmp: &mut String,
+    ) {
+        for i in 0..self.rows.len() {
+            let row = &self.rows[i];
+            let first = &self.text[row.texts[Text::First as usize].clone()];
+            let last = &self.text[row.texts[Text::Last as usize].clone()];
+            let forename = match row.first_word_letter {
+                // The forename's words are joined by single spaces.
+                true => first.split(' ').next().unwrap_or_default(),
+                false => first,
+            };
+            tmp.clear();
+            rules::username_base(forename, last, tmp);
+            let base_len = tmp.len();
+            let user = user_hash.of(tmp);
+            let email = &self.text[row.texts[Text::Email as usize].clone()];
+            let email = match (&row.problem, at_domain) {
+                (None, _) => email_hash.of(email),
+                (Some(_), Some(at_domain)) => {
+                    tmp.push_str(email);
+                    tmp.push_str(at_domain);
+                    email_hash.of(&tmp[base_len..])
+                }
+                // Phase A rejects rows needing an address when there is no domain.
+                (Some(_), None) => 0,
+            };
+            let start = self.text.len();
+            self.text.push_str(&tmp[..base_len]);
+            let row = &mut self.rows[i];
+            row.texts[Text::Base as usize] = start..self.text.len();
+            row.user_hint = Hint::new(user);
+            row.email_hint = Hint::new(email);
+        }
     }
 
     pub(crate) fn clear(&mut self) {
@@ -89,9 +150,8 @@ impl Batch {
 /// Phase A's state: its part of the report and reused buffers.
 pub(crate) struct RowParser {
     cap: usize,
-    at_domain: Option<String>,
-    user_hash: NameHash,
-    email_hash: NameHash,
+    /// Rows without a valid address are rejected unless there is a domain.
+    has_domain: bool,
     /// Phase A's part of the report: rows read, rejections, layout and encoding figures.
     pub(crate) report: Report,
     pub(crate) cells: Cells,
@@ -105,22 +165,16 @@ struct Names {
     first: Range<usize>,
     last: Range<usize>,
     department: Range<usize>,
-    /// `None` when the username base is still to be built from the names.
-    base: Option<Range<usize>>,
+    /// See [`Staged::first_word_letter`].
+    first_word_letter: bool,
     guessed_split: bool,
 }
 
 impl RowParser {
-    /// `user_hash`/`email_hash`: the registries' hash functions.
-    pub(crate) fn new(options: &ConvertOptions, user_hash: NameHash, email_hash: NameHash) -> Self {
+    pub(crate) fn new(options: &ConvertOptions) -> Self {
         Self {
             cap: options.max_report_entries,
-            at_domain: options
-                .email_domain
-                .as_ref()
-                .map(|d| format!("@{}", d.as_str())),
-            user_hash,
-            email_hash,
+            has_domain: options.email_domain.is_some(),
             report: Report::new(options.format),
             cells: Cells::default(),
             words: Vec::new(),
@@ -145,15 +199,10 @@ impl RowParser {
 
     fn seed_names(&mut self, line_no: u64, text: &str, batch: &mut Batch) {
         let row = reader::split_seed(text, &mut self.words);
-        let mut words = [""; 16];
-        if self.words.len() > words.len() {
+        let n = self.words.len();
+        if n > 16 {
             return self.reject(line_no, "too many words for a name".into());
         }
-        let n = self.words.len();
-        for (w, r) in words.iter_mut().zip(&self.words) {
-            *w = &text[r.clone()];
-        }
-        let words = &words[..n];
         let absent = matches!(row.email, SeedEmail::Absent);
         if absent && n > 4 {
             return self.reject(
@@ -161,7 +210,8 @@ impl RowParser {
                 "no email or \"no tiene\" marker to tell the name from the department".into(),
             );
         }
-        let Some(k) = reader::split_name(words) else {
+        let particle = |i: usize| rules::is_particle(&text[self.words[i].clone()]);
+        let Some(k) = reader::split_name(n, particle) else {
             return self.reject(
                 line_no,
                 "no surname (a forename and a surname are needed)".into(),
@@ -176,9 +226,6 @@ impl RowParser {
             None if row.single_spaced => batch.append(|out| out.push_str(dept)),
             _ => batch.append(|out| collapse_ws(unquoted.unwrap_or(dept), out)),
         };
-        let base = batch.append(|out| {
-            rules::username_base_from_words(words[0], words[k..].iter().copied(), out);
-        });
         let email = match row.email {
             SeedEmail::Given(e) => EmailIn::Given(e),
             SeedEmail::Missing | SeedEmail::Absent => EmailIn::Missing,
@@ -187,7 +234,7 @@ impl RowParser {
             first,
             last,
             department,
-            base: Some(base),
+            first_word_letter: true,
             guessed_split: absent,
         };
         self.person(line_no, names, email, batch);
@@ -249,7 +296,7 @@ impl RowParser {
             first,
             last,
             department,
-            base: None,
+            first_word_letter: false,
             guessed_split: false,
         };
         self.person(line_no, names, email, batch);
@@ -277,21 +324,15 @@ impl RowParser {
         if let Some(reason) = reason {
             return self.reject(line, reason);
         }
-        let base = match names.base {
-            Some(base) => base,
-            None => {
-                self.tmp.clear();
-                rules::username_base(first, last, &mut self.tmp);
-                batch.append(|out| out.push_str(&self.tmp))
-            }
-        };
-        if base.is_empty() {
+        // Phase B builds the username (`Batch::finish_names`); whether it can is known
+        // now.
+        if !rules::surname_has_letters(last) {
             return self.reject(
                 line,
                 "the name has no letters usable in a username (a-z after transliteration)".into(),
             );
         }
-        let (email, problem) = match email_in {
+        let (email, email_at, problem) = match email_in {
             EmailIn::Given(raw) => {
                 let t = trim_email_punctuation(raw);
                 let t = t
@@ -307,49 +348,43 @@ impl RowParser {
                         out.extend(t.chars().flat_map(char::to_lowercase));
                     }
                 });
-                if self.email_check.is_valid(&batch.text[email.clone()]) {
-                    (email, None)
-                } else {
-                    let given = raw.chars().take(100).collect();
-                    (email, Some(EmailProblem::Invalid { given }))
+                match self.email_check.valid_at(&batch.text[email.clone()]) {
+                    Some(at) => (email, at, None),
+                    None => {
+                        let given = raw.chars().take(100).collect();
+                        (email, 0, Some(EmailProblem::Invalid { given }))
+                    }
                 }
             }
-            EmailIn::Missing => (0..0, Some(EmailProblem::Missing)),
+            EmailIn::Missing => (0..0, 0, Some(EmailProblem::Missing)),
         };
         // Checked here so a rejected row never uses up a username.
-        let at_domain = match (&problem, &self.at_domain) {
-            (Some(_), None) => {
-                return self.reject(
-                    line,
-                    "no valid email and no email_domain configured to generate one".into(),
+        if problem.is_some() && !self.has_domain {
+            return self.reject(
+                line,
+                "no valid email and no email_domain configured to generate one".into(),
+            );
+        }
+        let email = match problem {
+            None => email,
+            Some(_) => batch.append(|out| {
+                rules::email_local_base(
+                    &out[names.first.clone()],
+                    &out[names.last.clone()],
+                    &mut self.tmp,
                 );
-            }
-            (_, at_domain) => at_domain.as_deref().unwrap_or_default(),
+                out.push_str(&self.tmp);
+            }),
         };
-        let (email, email_hash) = match &problem {
-            None => (email.clone(), self.email_hash.of(&batch.text[email])),
-            Some(_) => {
-                let local = batch.append(|out| {
-                    self.tmp.clear();
-                    rules::email_local_base(
-                        &out[names.first.clone()],
-                        &out[names.last.clone()],
-                        &mut self.tmp,
-                    );
-                    out.push_str(&self.tmp);
-                });
-                self.tmp.push_str(at_domain);
-                (local, self.email_hash.of(&self.tmp))
-            }
-        };
-        let user_hint = Hint::new(self.user_hash.of(&batch.text[base.clone()]));
         batch.rows.push(Staged {
             line,
-            texts: [names.first, names.last, names.department, base, email],
+            texts: [names.first, names.last, names.department, 0..0, email],
             problem,
+            email_at,
+            first_word_letter: names.first_word_letter,
             guessed_split: names.guessed_split,
-            user_hint,
-            email_hint: Hint::new(email_hash),
+            user_hint: Hint::default(),
+            email_hint: Hint::default(),
         });
         self.report.rows_in += 1;
     }

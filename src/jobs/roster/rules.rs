@@ -1,6 +1,8 @@
 //! Username and email rules: transliteration, Moodle's username alphabet, "no email"
 //! markers, email parsing. The uniqueness registries are in `registry`.
 
+use std::ops::Range;
+
 /// Moodle's `user.username`, `email`, `firstname` and `lastname` columns are
 /// `varchar(100)`; `department` is `varchar(255)`.
 pub(crate) const MAX_NAME_CHARS: usize = 100;
@@ -193,22 +195,33 @@ pub(crate) struct EmailChecker {
 }
 
 impl EmailChecker {
+    #[cfg(test)]
     pub(crate) fn is_valid(&mut self, lower: &str) -> bool {
+        self.valid_at(lower).is_some()
+    }
+
+    /// Where the `@` is, when the address is valid.
+    pub(crate) fn valid_at(&mut self, lower: &str) -> Option<usize> {
+        let at = memchr::memrchr(b'@', lower.as_bytes())?;
+        self.is_valid_at(lower, at).then_some(at)
+    }
+
+    fn is_valid_at(&mut self, lower: &str, at: usize) -> bool {
         if lower.len() > MAX_EMAIL_CHARS {
             return false;
         }
-        let Some(at) = memchr::memrchr(b'@', lower.as_bytes()) else {
-            return false;
-        };
         let (local, domain) = (&lower[..at], &lower[at + 1..]);
         let lb = local.as_bytes();
         if lb.is_empty() || lb.len() > MAX_LOCAL_PART || lb[0] == b'.' || lb[lb.len() - 1] == b'.' {
             return false;
         }
-        if local.contains("..") {
-            return false;
-        }
-        if !lb.iter().all(|&c| LOCAL_PART_BYTE[usize::from(c)]) {
+        // Alphabet and no "..", in one pass (the ends are not dots, checked above).
+        let mut prev = 0;
+        if !lb.iter().all(|&c| {
+            let ok = LOCAL_PART_BYTE[usize::from(c)] && !(c == b'.' && prev == b'.');
+            prev = c;
+            ok
+        }) {
             return false;
         }
         if !domain.is_empty() && domain == self.valid_domain {
@@ -286,59 +299,95 @@ const MAX_MARKER_LEN: usize = {
 
 /// Whether `text` (one or more words) means "no address".
 pub(crate) fn is_no_email_marker(text: &str) -> bool {
-    if text.len() > 24 {
-        return false;
-    }
-    // A character that is neither ASCII nor whitespace (its lead byte is none of the
-    // whitespace characters' 0xC2, 0xE1, 0xE2, 0xE3) means no marker: "Sánchez" stops here.
-    if text
-        .bytes()
-        .any(|b| b >= 0xC0 && !matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3))
-    {
-        return false;
-    }
-    // Whitespace runs become one space; leading and trailing ones vanish (a space is only
-    // written before a following character).
-    let mut buf = [0u8; 24];
-    let mut n = 0;
-    let mut space = false;
-    let mut put = |c: u8, space: bool| {
-        if space && n > 0 {
-            buf[n] = b' ';
-            n += 1;
+    let mut m = MarkerText::default();
+    text.len() <= MAX_MARKER_SPAN && m.push(text) && m.is_marker(m.n)
+}
+
+/// Longest raw text (whitespace included) that may be a marker.
+const MAX_MARKER_SPAN: usize = 24;
+
+/// How many of the first three `words` (ranges of `line`, separated by whitespace) make
+/// the longest marker, if any: [`is_no_email_marker`] of three, two, then one words, in
+/// one pass (the normalized text of fewer words is a prefix of that of more).
+pub(crate) fn longest_no_email_marker(line: &str, words: &[Range<usize>]) -> Option<usize> {
+    let start = words.first()?.start;
+    let mut m = MarkerText::default();
+    let mut ends = [None; 3];
+    for (end, w) in ends.iter_mut().zip(words) {
+        // The whitespace before a word (none before the first) is one run.
+        m.space = true;
+        if w.end - start > MAX_MARKER_SPAN || !m.push(&line[w.clone()]) {
+            break;
         }
-        // Longer than every marker: not one.
-        if n >= MAX_MARKER_LEN {
+        *end = Some(m.n);
+    }
+    (0..3)
+        .rev()
+        .find(|&k| ends[k].is_some_and(|n| m.is_marker(n)))
+        .map(|k| k + 1)
+}
+
+/// A candidate marker being normalized: lower-cased, whitespace runs as one space,
+/// leading and trailing ones dropped (a space is only written before a following
+/// character).
+#[derive(Default)]
+struct MarkerText {
+    /// Room for a space after the longest marker: `put` fails just after writing it.
+    buf: [u8; MAX_MARKER_LEN + 1],
+    n: usize,
+    /// Whitespace was seen since the last character.
+    space: bool,
+}
+
+impl MarkerText {
+    /// Appends `text`; false as soon as no marker can come out (a character that is
+    /// neither ASCII nor whitespace, or longer than every marker).
+    fn push(&mut self, text: &str) -> bool {
+        if text.is_ascii() {
+            // `char::is_whitespace` on ASCII.
+            text.bytes()
+                .all(|b| self.put(b, matches!(b, b' ' | 0x09..=0x0D)))
+        } else if text
+            .bytes()
+            .any(|b| b >= 0xC0 && !matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3))
+        {
+            // Lead bytes other than whitespace characters' (0xC2, 0xE1, 0xE2, 0xE3) mean
+            // a character that is neither: "Sánchez" stops here.
+            false
+        } else {
+            text.chars().all(|c| {
+                if c.is_whitespace() {
+                    self.put(b' ', true)
+                } else {
+                    c.is_ascii() && self.put(c as u8, false)
+                }
+            })
+        }
+    }
+
+    /// Takes one ASCII character, or whitespace; false when longer than every marker.
+    fn put(&mut self, c: u8, whitespace: bool) -> bool {
+        if whitespace {
+            self.space = true;
+            return true;
+        }
+        if std::mem::take(&mut self.space) && self.n > 0 {
+            self.buf[self.n] = b' ';
+            self.n += 1;
+        }
+        if self.n >= MAX_MARKER_LEN {
             return false;
         }
-        buf[n] = c.to_ascii_lowercase();
-        n += 1;
+        self.buf[self.n] = c.to_ascii_lowercase();
+        self.n += 1;
         true
-    };
-    if text.is_ascii() {
-        for &b in text.as_bytes() {
-            // `char::is_whitespace` on ASCII.
-            if matches!(b, b' ' | 0x09..=0x0D) {
-                space = true;
-                continue;
-            }
-            if !put(b, std::mem::take(&mut space)) {
-                return false;
-            }
-        }
-    } else {
-        for c in text.chars() {
-            if c.is_whitespace() {
-                space = true;
-                continue;
-            }
-            if !c.is_ascii() || !put(c as u8, std::mem::take(&mut space)) {
-                return false;
-            }
-        }
     }
-    let normalized = &buf[..n];
-    NO_EMAIL_MARKERS.iter().any(|m| m.as_bytes() == normalized)
+
+    /// Whether the first `n` bytes are one of [`NO_EMAIL_MARKERS`].
+    fn is_marker(&self, n: usize) -> bool {
+        let normalized = &self.buf[..n];
+        NO_EMAIL_MARKERS.iter().any(|m| m.as_bytes() == normalized)
+    }
 }
 
 /// Appends the ASCII transliteration of `c`, lower case, letters and digits only. Covers
@@ -351,7 +400,17 @@ pub(crate) fn push_ascii_alnum(c: char, out: &mut String) {
         }
         return;
     }
-    let s: &str = match c {
+    out.push_str(non_ascii_alnum(c));
+}
+
+/// Whether [`push_ascii_alnum`] appends something for `c`.
+fn has_ascii_alnum(c: char) -> bool {
+    c.is_ascii_alphanumeric() || !c.is_ascii() && !non_ascii_alnum(c).is_empty()
+}
+
+/// [`push_ascii_alnum`] of a non-ASCII character.
+fn non_ascii_alnum(c: char) -> &'static str {
+    match c {
         'À'..='Å' | 'à'..='å' | 'Ā'..='ą' => "a",
         'Æ' | 'æ' => "ae",
         'Ç' | 'ç' | 'Ć'..='č' => "c",
@@ -380,8 +439,7 @@ pub(crate) fn push_ascii_alnum(c: char, out: &mut String) {
         'ª' => "a",
         'º' => "o",
         _ => "",
-    };
-    out.push_str(s);
+    }
 }
 
 /// ASCII byte to what [`push_ascii_alnum`] appends for it: lower-cased letters and digits,
@@ -413,7 +471,10 @@ pub(crate) fn push_ascii_word(text: &str, out: &mut String) {
             i += 1;
         } else if c == 0xC3 && i + 1 < b.len() {
             // U+00C0..=U+00FF (the Latin-1 letters): a table instead of the match.
-            out.push_str(LATIN1_LETTERS[usize::from(b[i + 1] & 0x3F)]);
+            // One or two ASCII bytes: pushed one by one, cheaper than a copy call.
+            for &t in LATIN1_LETTERS[usize::from(b[i + 1] & 0x3F)].as_bytes() {
+                out.push(char::from(t));
+            }
             i += 2;
         } else {
             let ch = text[i..].chars().next().unwrap_or_default();
@@ -521,17 +582,17 @@ pub(crate) fn is_particle(word: &str) -> bool {
 /// The first surname among surname words: the first word, with any leading particles
 /// ("de la Fuente García" → "de la Fuente").
 pub(crate) fn first_surname<'a>(
-    surname_words: impl Iterator<Item = &'a str>,
+    mut surname_words: impl Iterator<Item = &'a str>,
 ) -> impl Iterator<Item = &'a str> {
+    // Not `take_while`: that would split off the word after, only to drop it.
     let mut done = false;
-    surname_words.take_while(move |w| {
+    std::iter::from_fn(move || {
         if done {
-            return false;
+            return None;
         }
-        if !is_particle(w) {
-            done = true;
-        }
-        true
+        let w = surname_words.next()?;
+        done = !is_particle(w);
+        Some(w)
     })
 }
 
@@ -565,6 +626,17 @@ pub(crate) fn username_base_from_words<'a>(
     }
     // ASCII: any length is a char boundary.
     out.truncate(origin + MAX_USERNAME_BASE);
+}
+
+/// Whether [`username_base`] of any forename and `lastname` is not empty: its first
+/// surname has a letter or digit after transliteration.
+pub(crate) fn surname_has_letters(lastname: &str) -> bool {
+    // Usually the first byte says: it is in the first word, which is always taken.
+    lastname
+        .as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphanumeric)
+        || first_surname(words(lastname)).any(|w| w.chars().any(has_ascii_alnum))
 }
 
 /// Builds a generated address's local part: whole forename + whole last name.
@@ -605,6 +677,56 @@ mod tests {
         }
         assert!(!may_start_no_email_marker("Navarro"));
         assert!(may_start_no_email_marker("no\u{2028}tiene"));
+    }
+
+    /// One pass over up to three words finds what trying three, two, then one words of
+    /// [`is_no_email_marker`] finds.
+    #[test]
+    fn longest_marker_agrees_with_one_at_a_time() {
+        let words = [
+            "No",
+            "tiene",
+            "correo",
+            "NO",
+            "e-mail",
+            "Ventas",
+            "sin",
+            "datos",
+            "n/a",
+            "-",
+            "no\u{2028}tiene",
+            "tiene\u{85}",
+            "Sánchez",
+            "?",
+            "ninguno",
+            "electrónico",
+            "none",
+        ];
+        let gaps = [" ", "  ", "\t", "\u{a0}", "\u{3000}"];
+        for (i, a) in words.iter().enumerate() {
+            for b in words.iter().skip(i % 3) {
+                for c in words.iter().skip(i % 5).step_by(2) {
+                    let gap = gaps[(a.len() + b.len() + c.len()) % gaps.len()];
+                    let line = format!("{a}{gap}{b}{gap}{c}");
+                    let ranges: Vec<Range<usize>> = [*a, *b, *c]
+                        .iter()
+                        .scan(0, |at, w| {
+                            let r = *at..*at + w.len();
+                            *at = r.end + gap.len();
+                            Some(r)
+                        })
+                        .collect();
+                    let one_at_a_time = (1..=3)
+                        .rev()
+                        .find(|&k| is_no_email_marker(&line[ranges[0].start..ranges[k - 1].end]));
+                    assert_eq!(
+                        longest_no_email_marker(&line, &ranges),
+                        one_at_a_time,
+                        "{line:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub(crate) struct Row<'a> {
     pub(crate) lastname: &'a str,
     pub(crate) email: &'a str,
     pub(crate) department: &'a str,
+    /// `firstname`, `lastname` and `department` back to back, as the batch keeps them:
+    /// one quick check tells whether any of them may need quotes.
+    pub(crate) names: &'a str,
 }
 
 pub(crate) struct MoodleCsv<W: Write> {
@@ -56,6 +59,19 @@ impl<W: Write> MoodleCsv<W> {
         // username and email are ASCII without delimiters, quotes or spaces by
         // construction (a given email passed `EmailChecker`, whose alphabet has none).
         debug_assert!(!needs_quotes(row.email.as_bytes()), "{}", row.email);
+        debug_assert_eq!(
+            row.names,
+            [row.firstname, row.lastname, row.department].concat()
+        );
+        let plain = !may_need_quotes(row.names.as_bytes());
+        let field = |buf: &mut Vec<u8>, value: &str| {
+            let b = value.as_bytes();
+            if plain && b.first() != Some(&b' ') && b.last() != Some(&b' ') {
+                buf.extend_from_slice(b);
+            } else {
+                field(buf, value);
+            }
+        };
         self.buf.extend_from_slice(row.username.as_bytes());
         self.buf.push(b',');
         field(&mut self.buf, row.firstname);
