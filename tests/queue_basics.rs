@@ -204,14 +204,7 @@ async fn a_cancelled_queued_job_never_starts(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(ended(&pool, later, WAIT).await, "finished");
-    let (status, attempts, effects): (String, i32, i64) = sqlx::query_as(
-        "SELECT status::text, attempts, (SELECT count(*) FROM dialout_noop_effect WHERE job_id = $1) \
-         FROM dialout_queue WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (status, attempts, effects) = status_attempts_effects(&pool, id).await;
     assert_eq!((status.as_str(), attempts, effects), ("cancelled", 0, 0));
     worker.shutdown().await;
 }

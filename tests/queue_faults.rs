@@ -57,18 +57,10 @@ async fn a_shutdown_does_not_hand_back_a_job_whose_outcome_is_being_written(pool
     let mut s = settings();
     s.worker.shutdown_grace_ms = 200;
     s.worker.lease_ms = 60_000; // nothing expires while the row is held
+    s.worker.id = "w".into();
     let worker = start_worker(&pool, s);
     let id = enqueue(&pool, "noop", json!({"sleep_ms": 300, "effect": true})).await;
-    eventually(Duration::from_secs(20), "the job to start", || async {
-        let status: String =
-            sqlx::query_scalar("SELECT status::text FROM dialout_queue WHERE id = $1")
-                .bind(id)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        (status == "trying").then_some(())
-    })
-    .await;
+    running_on(&pool, id, "w").await;
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM dialout_queue WHERE id = $1 FOR UPDATE")
         .bind(id)
@@ -97,14 +89,7 @@ async fn a_shutdown_does_not_hand_back_a_job_whose_outcome_is_being_written(pool
     let summary = shutdown.await.unwrap();
 
     assert_eq!(summary.handed_back, 0, "nothing was handed back");
-    let (status, attempts, effects): (String, i32, i64) = sqlx::query_as(
-        "SELECT status::text, attempts, (SELECT count(*) FROM dialout_noop_effect WHERE job_id = $1) \
-         FROM dialout_queue WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (status, attempts, effects) = status_attempts_effects(&pool, id).await;
     assert_eq!(status, "finished");
     assert_eq!((attempts, effects), (1, 1), "ran once");
 }

@@ -154,26 +154,6 @@ async fn jobs_of_a_killed_worker_are_rescued_and_max_attempts_1_is_not_rerun(poo
     assert!(rescuer.terminate(Duration::from_secs(20)).success());
 }
 
-/// Waits until job `id` runs on worker `who`.
-async fn running_on(pool: &PgPool, id: i64, who: &str) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("job {id} to run on {who}"),
-        || async {
-            let w: Option<String> = sqlx::query_scalar(
-                "SELECT worker_id FROM dialout_queue WHERE id = $1 AND status = 'trying'",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-            .ok()?
-            .flatten();
-            (w.as_deref() == Some(who)).then_some(())
-        },
-    )
-    .await
-}
-
 #[sqlx::test]
 async fn a_stale_worker_cannot_complete_a_job_it_lost(pool: PgPool) {
     let url = db_url(&pool).await;

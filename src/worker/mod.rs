@@ -297,39 +297,20 @@ async fn produce(
     let mut delay = Duration::from_millis(w.reconnect_min_ms);
     let mut failing = false;
     // Lease calls that failed: if one committed and only its reply was lost, its jobs
-    // are leased to nobody. Give them back before leasing again.
+    // are leased to nobody. Given back before the next lease (a failed call took no
+    // slot, so the next iteration never waits for room first).
     let mut unreceived: Vec<Uuid> = Vec::new();
     while !stop.is_cancelled() {
-        let released = release_unreceived(&shared, &kind, &mut unreceived).await;
-        let leased = match released {
-            Ok(()) => {
-                let free = slot.free();
-                if free == 0 {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = slot.freed() => continue,
-                    }
-                }
-                let want = free.min(w.lease_batch as usize) as u32;
-                let batch = Uuid::new_v4();
-                let leased = queue::lease_jobs(
-                    &shared.queue_pool,
-                    &kind,
-                    want,
-                    &shared.id,
-                    w.lease(),
-                    batch,
-                )
-                .await;
-                if leased.is_err() {
-                    unreceived.push(batch);
-                }
-                leased.map(|jobs| (jobs, want))
+        let free = slot.free();
+        if free == 0 {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = slot.freed() => continue,
             }
-            Err(e) => Err(e),
-        };
-        match leased {
-            Ok((jobs, want)) => {
+        }
+        let want = free.min(w.lease_batch as usize) as u32;
+        match lease_batch(&shared, &kind, want, &mut unreceived).await {
+            Ok(jobs) => {
                 if failing {
                     tracing::info!(kind, "database reachable again; leasing resumed");
                     failing = false;
@@ -367,13 +348,15 @@ async fn produce(
     }
 }
 
-/// Releases the batches of lease calls that failed (see [`queue::release_batch`]),
-/// forgetting each once the database answered.
-async fn release_unreceived(
+/// Leases up to `want` jobs of `kind` under a fresh batch token, after giving back the
+/// batches of earlier calls that failed (see [`queue::release_batch`]). A call that
+/// fails leaves its token in `unreceived` for the next one.
+async fn lease_batch(
     shared: &Shared,
     kind: &str,
+    want: u32,
     unreceived: &mut Vec<Uuid>,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<LeasedJob>, sqlx::Error> {
     while let Some(&batch) = unreceived.last() {
         let released = queue::release_batch(&shared.queue_pool, batch).await?;
         if released > 0 {
@@ -385,7 +368,14 @@ async fn release_unreceived(
         }
         unreceived.pop();
     }
-    Ok(())
+    let w = &shared.settings.worker;
+    let batch = Uuid::new_v4();
+    let leased =
+        queue::lease_jobs(&shared.queue_pool, kind, want, &shared.id, w.lease(), batch).await;
+    if leased.is_err() {
+        unreceived.push(batch);
+    }
+    leased
 }
 
 /// Runs one leased job and records its outcome. Never panics, never returns early

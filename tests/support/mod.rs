@@ -96,6 +96,38 @@ pub async fn ended(pool: &PgPool, id: i64, within: Duration) -> String {
     .await
 }
 
+/// Waits until job `id` runs on worker `who`.
+pub async fn running_on(pool: &PgPool, id: i64, who: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("job {id} to run on {who}"),
+        || async {
+            let w: Option<String> = sqlx::query_scalar(
+                "SELECT worker_id FROM dialout_queue WHERE id = $1 AND status = 'trying'",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .ok()?
+            .flatten();
+            (w.as_deref() == Some(who)).then_some(())
+        },
+    )
+    .await
+}
+
+/// A noop job's status, attempts and how often its effect ran.
+pub async fn status_attempts_effects(pool: &PgPool, id: i64) -> (String, i32, i64) {
+    sqlx::query_as(
+        "SELECT status::text, attempts, (SELECT count(*) FROM dialout_noop_effect WHERE job_id = $1) \
+         FROM dialout_queue WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .expect("job row")
+}
+
 /// Inserts a job that the database must refuse; returns its message.
 pub async fn insert_refused(pool: &PgPool, kind: &str, payload: &serde_json::Value) -> String {
     let err = sqlx::query("INSERT INTO dialout_queue (kind, payload) VALUES ($1, $2)")
