@@ -47,6 +47,7 @@ pub struct WorkerSettings {
     pub migrate_on_start: bool,
     pub lease_ms: u64,
     pub lease_batch: u32,
+    pub lease_streams: u32,
     pub poll_interval_ms: u64,
     pub rescue_interval_ms: u64,
     pub shutdown_grace_ms: u64,
@@ -144,6 +145,11 @@ impl Settings {
         if w.lease_batch == 0 {
             return Err(ConfigError::Rule(
                 "worker.lease_batch must be at least 1".into(),
+            ));
+        }
+        if !(1..=8).contains(&w.lease_streams) {
+            return Err(ConfigError::Rule(
+                "worker.lease_streams must be from 1 to 8".into(),
             ));
         }
         if w.poll_interval_ms == 0 || w.rescue_interval_ms == 0 {

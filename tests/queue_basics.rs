@@ -136,6 +136,42 @@ async fn higher_priority_runs_first(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn lease_streams_never_run_more_than_the_kinds_concurrency(pool: PgPool) {
+    // Four lease calls may be under way at once for one kind; together they must never
+    // start more jobs than the kind may run (room is reserved before each call). Each
+    // job records its start, then works 100 ms: jobs that started within 80 ms of one
+    // another were running at the same time.
+    sqlx::query(
+        "INSERT INTO dialout_queue (kind, payload) \
+         SELECT 'noop', '{\"sleep_ms\": 100, \"effect\": true}' FROM generate_series(1, 24)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut s = settings();
+    s.worker.lease_streams = 4;
+    s.worker.lease_batch = 2;
+    s.kinds.get_mut("noop").unwrap().concurrency = 3;
+    let worker = start_worker(&pool, s);
+    all_ended(&pool, WAIT).await;
+    let (effects, most_at_once): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), max((SELECT count(*) FROM dialout_noop_effect AS f \
+                               WHERE f.at >= e.at AND f.at < e.at + interval '80 ms')) \
+         FROM dialout_noop_effect AS e",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(effects, 24, "every job ran once");
+    assert!(most_at_once >= 2, "jobs ran side by side");
+    assert!(
+        most_at_once <= 3,
+        "{most_at_once} jobs ran at once with concurrency 3"
+    );
+    worker.shutdown().await;
+}
+
+#[sqlx::test]
 async fn dedup_key_makes_enqueueing_idempotent(pool: PgPool) {
     for _ in 0..3 {
         sqlx::query(

@@ -141,8 +141,16 @@ impl KindSlot {
             .saturating_sub(self.in_use.load(Ordering::Acquire))
     }
 
-    pub(super) fn take(&self, n: usize) {
-        self.in_use.fetch_add(n, Ordering::AcqRel);
+    /// Takes up to `max` free places at once (several producers may ask together).
+    pub(super) fn reserve(&self, max: usize) -> usize {
+        let mut taken = 0;
+        let _ = self
+            .in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_use| {
+                taken = self.capacity.saturating_sub(in_use).min(max);
+                Some(in_use + taken)
+            });
+        taken
     }
 
     pub(super) fn release(&self, n: usize) {

@@ -102,10 +102,11 @@ impl Worker {
         }
         let w = &self.settings.worker;
         // The queue's own bookkeeping gets its own connections, so handlers busy with
-        // the database can never starve the heartbeat into losing leases: one producer
-        // per kind, LISTEN, two completion writers, heartbeat, rescue, retention.
+        // the database can never starve the heartbeat into losing leases: the lease
+        // streams of every kind, LISTEN, two completion writers, heartbeat, rescue,
+        // retention.
         let queue_pool = PgPoolOptions::new()
-            .max_connections(kinds.len() as u32 + 6)
+            .max_connections(kinds.len() as u32 * w.lease_streams + 6)
             .acquire_timeout(Duration::from_millis(
                 self.settings.database.acquire_timeout_ms,
             ))
@@ -147,14 +148,16 @@ impl Worker {
             let slot = Arc::new(KindSlot::new(capacity));
             let (tx, rx) = mpsc::channel(capacity);
             let signal = wake.signal(kind).unwrap_or_default();
-            runners.spawn(produce(
-                shared.clone(),
-                kind.clone(),
-                slot.clone(),
-                tx,
-                signal,
-                stop_leasing.clone(),
-            ));
+            for _ in 0..self.settings.worker.lease_streams {
+                runners.spawn(produce(
+                    shared.clone(),
+                    kind.clone(),
+                    slot.clone(),
+                    tx.clone(),
+                    signal.clone(),
+                    stop_leasing.clone(),
+                ));
+            }
             let service = JobService {
                 shared: shared.clone(),
                 handler,
@@ -284,7 +287,9 @@ async fn migrate_with_retry(
     }
 }
 
-/// Leases jobs of one kind while there is room, and feeds them to apalis.
+/// Leases jobs of one kind while there is room, and feeds them to apalis. A kind has
+/// `worker.lease_streams` of these, so one lease call can run in the database while
+/// the next is sent: room is reserved before each call, never overcommitted.
 async fn produce(
     shared: Arc<Shared>,
     kind: String,
@@ -308,24 +313,33 @@ async fn produce(
                 _ = slot.freed() => continue,
             }
         }
-        let want = free.min(w.lease_batch as usize) as u32;
-        match lease_batch(&shared, &kind, want, &mut unreceived).await {
+        let want = slot.reserve(w.lease_batch as usize);
+        if want == 0 {
+            continue; // another stream took the room
+        }
+        let leased = lease_batch(&shared, &kind, want as u32, &mut unreceived).await;
+        let got = leased.as_ref().map_or(0, Vec::len);
+        if got < want {
+            slot.release(want - got);
+        }
+        match leased {
             Ok(jobs) => {
                 if failing {
                     tracing::info!(kind, "database reachable again; leasing resumed");
                     failing = false;
                 }
                 delay = Duration::from_millis(w.reconnect_min_ms);
-                let got = jobs.len();
-                slot.take(got);
                 for job in jobs {
                     shared.leases.insert(&job);
                     if tx.send(job).await.is_err() {
                         return;
                     }
                 }
-                if got == want as usize {
-                    continue; // there may be more ready right now
+                if got == want {
+                    if w.lease_streams > 1 {
+                        wake.notify_one(); // more may be ready: bring a sibling in
+                    }
+                    continue;
                 }
                 tokio::select! {
                     _ = stop.cancelled() => break,
