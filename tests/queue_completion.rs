@@ -189,6 +189,33 @@ async fn retention_prunes_only_rows_that_ended_long_ago(pool: PgPool) {
     assert_eq!(left, [2, 3]);
 }
 
+#[sqlx::test]
+async fn retention_walks_every_old_row_chunk_by_chunk(pool: PgPool) {
+    sqlx::query("INSERT INTO dialout_queue (kind) SELECT 'noop' FROM generate_series(1, 12)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // 1-10 created three hours ago; all but 4 (still queued) ended two hours ago.
+    // 11 and 12 are new: 11 queued, 12 ended just now.
+    sqlx::raw_sql(
+        "UPDATE dialout_queue SET status = 'cancelled' WHERE id <> 4 AND id <> 11; \
+         UPDATE dialout_queue SET created_at = now() - interval '3 hours' WHERE id <= 10; \
+         UPDATE dialout_queue SET ended_at = now() - interval '2 hours' WHERE id <= 10 AND id <> 4;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let deleted = queue::prune_finished_in_chunks(&pool, Duration::from_secs(3600), 3)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 9);
+    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM dialout_queue ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [4, 11, 12]);
+}
+
 struct Panics;
 
 impl JobHandler for Panics {

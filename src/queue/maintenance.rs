@@ -55,24 +55,51 @@ pub async fn rescue_expired(
     .await
 }
 
-/// Deletes rows that ended more than `keep` ago, in chunks so no statement holds
-/// many locks. Returns how many went.
+/// Deletes rows that ended more than `keep` ago. Returns how many went.
 pub async fn prune_finished(pool: &PgPool, keep: Duration) -> Result<u64, sqlx::Error> {
+    prune_finished_in_chunks(pool, keep, 5000).await
+}
+
+/// [`prune_finished`], `chunk` rows per statement so none holds many locks.
+///
+/// Walks the primary key from the oldest row and stops after the first chunk holding a
+/// row created since the cutoff: a row cannot end before it was created, so what lies
+/// further on is (bar a row inserted by a transaction that ran longer than `keep`, which
+/// goes on a later round) not due yet. The walk costs the old rows still there, never
+/// the whole table, and needs no index on `ended_at`, which every completion would
+/// have to update.
+pub async fn prune_finished_in_chunks(
+    pool: &PgPool,
+    keep: Duration,
+    chunk: u32,
+) -> Result<u64, sqlx::Error> {
     let mut total = 0;
+    let mut after = 0_i64;
     loop {
-        let deleted = sqlx::query(
-            "DELETE FROM dialout_queue WHERE id IN ( \
-                 SELECT id FROM dialout_queue \
-                 WHERE ended_at < now() - $1 * interval '1 millisecond' \
-                 LIMIT 5000 FOR UPDATE SKIP LOCKED)",
+        let (deleted, last, reached_new): (i64, Option<i64>, Option<bool>) = sqlx::query_as(
+            "WITH cutoff AS (SELECT now() - $2 * interval '1 millisecond' AS at), \
+             walk AS ( \
+                 SELECT id, created_at, ended_at FROM dialout_queue \
+                 WHERE id > $1 ORDER BY id LIMIT $3), \
+             due AS ( \
+                 SELECT q.id FROM dialout_queue AS q \
+                 WHERE q.id IN (SELECT id FROM walk, cutoff WHERE walk.ended_at < cutoff.at) \
+                 FOR UPDATE SKIP LOCKED), \
+             gone AS ( \
+                 DELETE FROM dialout_queue AS q USING due WHERE q.id = due.id RETURNING 1) \
+             SELECT (SELECT count(*) FROM gone), \
+                    (SELECT max(id) FROM walk), \
+                    (SELECT bool_or(walk.created_at >= cutoff.at) FROM walk, cutoff)",
         )
+        .bind(after)
         .bind(keep.as_millis() as f64)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        total += deleted;
-        if deleted < 5000 {
-            return Ok(total);
+        .bind(i64::from(chunk))
+        .fetch_one(pool)
+        .await?;
+        total += deleted as u64;
+        match last {
+            Some(last) if reached_new != Some(true) => after = last,
+            _ => return Ok(total),
         }
     }
 }

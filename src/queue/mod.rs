@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 pub use complete::{Completer, CompletionHook, RetryPacing, Write, WriteResult};
 pub use lease::{Heartbeat, lease_jobs, release_batch};
-pub use maintenance::{prune_finished, rescue_expired};
+pub use maintenance::{prune_finished, prune_finished_in_chunks, rescue_expired};
 pub use notify::{Listener, Wake};
 pub use status::JobStatus;
 
