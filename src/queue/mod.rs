@@ -38,7 +38,7 @@ pub enum QueueError {
 }
 
 /// A job as a worker holds it: the row's inputs plus the lease that fences its writes.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct LeasedJob {
     pub id: i64,
     pub kind: String,
