@@ -684,6 +684,25 @@ impl<'a> Iterator for Words<'a> {
     }
 }
 
+/// The words of a text whose only whitespace is one ASCII space between words (names as
+/// phase A stages them): what [`words`] gives there, without its whitespace checks.
+pub(crate) fn space_words(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match t.as_bytes().iter().position(|&c| c == b' ') {
+            Some(i) => {
+                rest = t.get(i + 1..);
+                t.get(..i)
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
+}
+
 /// Surname particles that belong to the following word ("de la Fuente" is one surname).
 const PARTICLES: &[&str] = &[
     "de", "del", "la", "las", "los", "da", "das", "do", "dos", "di", "van", "von", "der", "den",
@@ -724,6 +743,7 @@ pub(crate) fn first_surname<'a>(
 
 /// Appends the username base: first letter of the forename + the first surname,
 /// transliterated. Nothing when the names have no Latin letters or digits.
+#[cfg(test)]
 pub(crate) fn username_base(firstname: &str, lastname: &str, out: &mut String) {
     username_base_from_words(firstname, words(lastname), out);
 }
@@ -765,12 +785,13 @@ pub(crate) fn surname_has_letters(lastname: &str) -> bool {
         || first_surname(words(lastname)).any(|w| w.chars().any(has_ascii_alnum))
 }
 
-/// Builds a generated address's local part: whole forename + whole last name.
+/// Appends a generated address's local part: whole forename + whole last name.
 pub(crate) fn email_local_base(firstname: &str, lastname: &str, out: &mut String) {
-    out.clear();
+    let start = out.len();
     push_ascii_word(firstname, out);
     push_ascii_word(lastname, out);
-    out.truncate(MAX_LOCAL_PART - 8);
+    // ASCII: any length is a char boundary.
+    out.truncate(start + MAX_LOCAL_PART - 8);
 }
 
 #[cfg(test)]
