@@ -231,7 +231,7 @@ impl RowParser {
         let first = batch.append(|out| join_words(text, &self.words[..k], out));
         let last = batch.append(|out| join_words(text, &self.words[k..], out));
         // A department typed as "Ventas, Norte" means the text inside the quotes.
-        let dept = row.department.trim();
+        let dept = rules::trim(row.department);
         let unquoted = dept.strip_prefix('"').and_then(|d| d.strip_suffix('"'));
         let department = match unquoted {
             None if row.single_spaced => batch.append(|out| out.push_str(dept)),
@@ -417,7 +417,7 @@ fn join_words(line: &str, ranges: &[std::ops::Range<usize>], out: &mut String) {
 /// Appends `text` trimmed, with runs of whitespace (tabs, newlines of multi-line CSV
 /// fields) turned into one space: Moodle shows names on one line.
 fn collapse_ws(text: &str, out: &mut String) {
-    let t = text.trim();
+    let t = rules::trim(text);
     // Usually there is nothing to collapse: no whitespace but single ASCII spaces.
     let b = t.as_bytes();
     if !reader::may_have_other_space(b) && !b.windows(2).any(|w| w == b"  ") {

@@ -703,6 +703,35 @@ pub(crate) fn space_words(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Whether `b` is a byte that cannot be part of whitespace: printable ASCII other than
+/// the space (every whitespace character is ASCII up to the space, or starts with a byte
+/// of 0x80 or more).
+fn is_plain_edge(b: Option<&u8>) -> bool {
+    b.is_some_and(|&b| b > b' ' && b < 0x80)
+}
+
+/// `str::trim_end`, skipping the search when the last byte is plainly no whitespace.
+pub(crate) fn trim_end(text: &str) -> &str {
+    if is_plain_edge(text.as_bytes().last()) {
+        return text;
+    }
+    text.trim_end()
+}
+
+/// `str::trim`, skipping the searches when both end bytes are plainly no whitespace.
+pub(crate) fn trim(text: &str) -> &str {
+    let b = text.as_bytes();
+    if is_plain_edge(b.first()) && is_plain_edge(b.last()) {
+        return text;
+    }
+    text.trim()
+}
+
+/// Whether `text` is empty or all whitespace (`str::trim_start().is_empty()`).
+pub(crate) fn is_blank(text: &str) -> bool {
+    !is_plain_edge(text.as_bytes().first()) && text.trim_start().is_empty()
+}
+
 /// Surname particles that belong to the following word ("de la Fuente" is one surname).
 const PARTICLES: &[&str] = &[
     "de", "del", "la", "las", "los", "da", "das", "do", "dos", "di", "van", "von", "der", "den",
@@ -938,6 +967,31 @@ mod tests {
                     "{line:?} from word {i}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn trims_agree_with_std() {
+        for t in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "\u{a0}x\u{a0}",
+            "x\u{3000}",
+            "\tx",
+            "x\u{85}",
+            "~",
+            "\u{7f}",
+            "é",
+            " é ",
+            "Ventas",
+            "Ventas  ",
+        ] {
+            assert_eq!(trim(t), t.trim(), "{t:?}");
+            assert_eq!(trim_end(t), t.trim_end(), "{t:?}");
+            assert_eq!(is_blank(t), t.trim_start().is_empty(), "{t:?}");
         }
     }
 
