@@ -169,7 +169,7 @@ fn parse<R: BufRead>(
         if cp1252 {
             c.report.windows_1252_lines += 1;
         }
-        if text.trim_start().is_empty() && pending.is_empty() {
+        if super::rules::is_blank(text) && pending.is_empty() {
             continue;
         }
         let header = match &layout {

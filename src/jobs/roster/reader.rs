@@ -216,7 +216,7 @@ fn classify<'a>(mut bytes: &'a [u8], line_no: u64, decoded: &'a mut String) -> L
     // UTF-8 only).
     if let Some(text) = plain_latin_text(bytes) {
         return Line::Text {
-            text: text.trim_end(),
+            text: super::rules::trim_end(text),
             cp1252: false,
         };
     }
@@ -229,13 +229,13 @@ fn classify<'a>(mut bytes: &'a [u8], line_no: u64, decoded: &'a mut String) -> L
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => Line::Text {
-            text: text.trim_end(),
+            text: super::rules::trim_end(text),
             cp1252: false,
         },
         Err(_) => {
             decode_cp1252(bytes, decoded);
             Line::Text {
-                text: decoded.trim_end(),
+                text: super::rules::trim_end(decoded),
                 cp1252: true,
             }
         }
@@ -391,7 +391,7 @@ impl Cells {
     pub(crate) fn get(&self, i: usize) -> &str {
         self.ranges
             .get(i)
-            .map_or("", |r| self.buf[r.clone()].trim())
+            .map_or("", |r| super::rules::trim(&self.buf[r.clone()]))
     }
 
     /// Splits an RFC 4180 record (quotes doubled inside quoted fields). Lenient: a quote in

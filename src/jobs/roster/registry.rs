@@ -553,6 +553,21 @@ fn ends_in_digit(s: &str) -> bool {
 }
 
 fn push_u32(mut n: u32, out: &mut String) {
+    // Numbers here are small (a suffix): up to four digits without a loop.
+    if n < 10_000 {
+        let d = |k: u32| char::from(b'0' + (k % 10) as u8);
+        if n >= 1000 {
+            out.push(d(n / 1000));
+        }
+        if n >= 100 {
+            out.push(d(n / 100));
+        }
+        if n >= 10 {
+            out.push(d(n / 10));
+        }
+        out.push(d(n));
+        return;
+    }
     let mut digits = [0u8; 10];
     let mut i = digits.len();
     loop {
@@ -600,6 +615,30 @@ mod tests {
             "0123456789abcdefg",
         ] {
             assert_eq!(r.hash(s), reference(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn push_u32_writes_decimal() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            1009,
+            9999,
+            10_000,
+            123_456,
+            u32::MAX,
+        ] {
+            let mut s = String::from("x");
+            push_u32(n, &mut s);
+            assert_eq!(s, format!("x{n}"));
         }
     }
 

@@ -25,7 +25,7 @@ pub(crate) enum Text {
     /// Username before uniqueness (`jperez`), from [`Batch::finish_names`].
     Base,
     /// The given address, lower-cased and valid, when `problem` is `None`; else the local
-    /// part for a generated address.
+    /// part for a generated address, from [`Batch::finish_names`].
     Email,
 }
 
@@ -79,9 +79,10 @@ impl Batch {
         &self.text[first.start..department.end]
     }
 
-    /// Builds the rows' username bases and the hashes of the names phase B looks up. Runs
-    /// on phase B's thread, first thing for each batch, as phase A is the busier of the
-    /// two. `at_domain`: `@` and the domain for generated addresses.
+    /// Builds the rows' username bases and generated addresses' local parts, and the
+    /// hashes of the names phase B looks up. Runs on phase B's thread, first thing for
+    /// each batch, as phase A is the busier of the two. `at_domain`: `@` and the domain
+    /// for generated addresses.
     pub(crate) fn finish_names(
         &mut self,
         user_hash: NameHash,
@@ -99,24 +100,34 @@ impl Batch {
                 false => first,
             };
             tmp.clear();
-            rules::username_base(forename, last, tmp);
+            // Phase A joins the surname's words with single spaces, and none holds
+            // whitespace.
+            debug_assert!(rules::words(last).eq(rules::space_words(last)), "{last:?}");
+            rules::username_base_from_words(forename, rules::space_words(last), tmp);
             let base_len = tmp.len();
             let user = user_hash.of(tmp);
-            let email = &self.text[row.texts[Text::Email as usize].clone()];
-            let email = match (&row.problem, at_domain) {
-                (None, _) => email_hash.of(email),
+            let (email, local_len) = match (&row.problem, at_domain) {
+                (None, _) => {
+                    let given = &self.text[row.texts[Text::Email as usize].clone()];
+                    (email_hash.of(given), 0)
+                }
                 (Some(_), Some(at_domain)) => {
-                    tmp.push_str(email);
+                    rules::email_local_base(first, last, tmp);
+                    let local_len = tmp.len() - base_len;
                     tmp.push_str(at_domain);
-                    email_hash.of(&tmp[base_len..])
+                    (email_hash.of(&tmp[base_len..]), local_len)
                 }
                 // Phase A rejects rows needing an address when there is no domain.
-                (Some(_), None) => 0,
+                (Some(_), None) => (0, 0),
             };
             let start = self.text.len();
-            self.text.push_str(&tmp[..base_len]);
+            self.text.push_str(&tmp[..base_len + local_len]);
+            let base_end = start + base_len;
             let row = &mut self.rows[i];
-            row.texts[Text::Base as usize] = start..self.text.len();
+            row.texts[Text::Base as usize] = start..base_end;
+            if row.problem.is_some() {
+                row.texts[Text::Email as usize] = base_end..self.text.len();
+            }
             row.user_hint = Hint::new(user);
             row.email_hint = Hint::new(email);
         }
@@ -220,7 +231,7 @@ impl RowParser {
         let first = batch.append(|out| join_words(text, &self.words[..k], out));
         let last = batch.append(|out| join_words(text, &self.words[k..], out));
         // A department typed as "Ventas, Norte" means the text inside the quotes.
-        let dept = row.department.trim();
+        let dept = rules::trim(row.department);
         let unquoted = dept.strip_prefix('"').and_then(|d| d.strip_suffix('"'));
         let department = match unquoted {
             None if row.single_spaced => batch.append(|out| out.push_str(dept)),
@@ -365,17 +376,8 @@ impl RowParser {
                 "no valid email and no email_domain configured to generate one".into(),
             );
         }
-        let email = match problem {
-            None => email,
-            Some(_) => batch.append(|out| {
-                rules::email_local_base(
-                    &out[names.first.clone()],
-                    &out[names.last.clone()],
-                    &mut self.tmp,
-                );
-                out.push_str(&self.tmp);
-            }),
-        };
+        // A generated address's local part is built by phase B (`Batch::finish_names`).
+        let email = if problem.is_none() { email } else { 0..0 };
         batch.rows.push(Staged {
             line,
             texts: [names.first, names.last, names.department, 0..0, email],
@@ -415,7 +417,7 @@ fn join_words(line: &str, ranges: &[std::ops::Range<usize>], out: &mut String) {
 /// Appends `text` trimmed, with runs of whitespace (tabs, newlines of multi-line CSV
 /// fields) turned into one space: Moodle shows names on one line.
 fn collapse_ws(text: &str, out: &mut String) {
-    let t = text.trim();
+    let t = rules::trim(text);
     // Usually there is nothing to collapse: no whitespace but single ASCII spaces.
     let b = t.as_bytes();
     if !reader::may_have_other_space(b) && !b.windows(2).any(|w| w == b"  ") {

@@ -278,10 +278,92 @@ const MARKER_FIRST_WORDS: &[&str] = &[
 /// word that is no marker's first word. A non-ASCII word may hold a Unicode space that
 /// [`is_no_email_marker`] reads as a separator, so it is left to that check.
 pub(crate) fn may_start_no_email_marker(word: &str) -> bool {
-    !word.is_ascii()
-        || MARKER_FIRST_WORDS
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(word))
+    if !word.is_ascii() {
+        return true;
+    }
+    // Every first word fits in a key; a longer word is none of them.
+    let mut key = KeyBuf::default();
+    key.push_lower(word.as_bytes()) && key.n > 0 && MARKER_FIRST_WORD_KEYS.contains(key.key())
+}
+
+/// Up to 16 ASCII bytes as one number (zero-padded, little-endian): markers hold no NUL,
+/// so equal keys mean equal texts, and a text is looked up in a small hash table of keys
+/// in one or two probes instead of being compared with every marker.
+const fn text_key(b: &[u8]) -> u128 {
+    let mut k = 0u128;
+    let mut i = 0;
+    while i < b.len() {
+        k |= (b[i] as u128) << (8 * i);
+        i += 1;
+    }
+    k
+}
+
+/// Open-addressing set of text keys (0 marks an empty slot), built at compile time.
+struct KeySet([u128; 64]);
+
+impl KeySet {
+    const fn new(texts: &[&str]) -> Self {
+        assert!(texts.len() <= 32, "at most half full");
+        let mut slots = [0u128; 64];
+        let mut i = 0;
+        while i < texts.len() {
+            assert!(!texts[i].is_empty() && texts[i].len() <= 16);
+            let key = text_key(texts[i].as_bytes());
+            let mut s = Self::slot(key);
+            while slots[s] != 0 && slots[s] != key {
+                s = (s + 1) % 64;
+            }
+            slots[s] = key;
+            i += 1;
+        }
+        Self(slots)
+    }
+
+    const fn slot(key: u128) -> usize {
+        let folded = (key as u64) ^ ((key >> 64) as u64);
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
+    }
+
+    fn contains(&self, key: u128) -> bool {
+        let mut s = Self::slot(key);
+        loop {
+            match self.0[s] {
+                0 => return false,
+                k if k == key => return true,
+                _ => s = (s + 1) % 64,
+            }
+        }
+    }
+}
+
+static MARKER_KEYS: KeySet = KeySet::new(NO_EMAIL_MARKERS);
+static MARKER_FIRST_WORD_KEYS: KeySet = KeySet::new(MARKER_FIRST_WORDS);
+
+/// A normalized text of at most 16 bytes being built for [`text_key`].
+#[derive(Default)]
+struct KeyBuf {
+    buf: [u8; 16],
+    n: usize,
+}
+
+impl KeyBuf {
+    /// Appends `b` lower-cased; false (and nothing appended) when it does not fit in
+    /// [`MAX_MARKER_LEN`] bytes.
+    fn push_lower(&mut self, b: &[u8]) -> bool {
+        if self.n + b.len() > MAX_MARKER_LEN {
+            return false;
+        }
+        for (d, &c) in self.buf[self.n..].iter_mut().zip(b) {
+            *d = c.to_ascii_lowercase();
+        }
+        self.n += b.len();
+        true
+    }
+
+    fn key(&self) -> u128 {
+        u128::from_le_bytes(self.buf)
+    }
 }
 
 /// Length of the longest of [`NO_EMAIL_MARKERS`].
@@ -310,6 +392,51 @@ const MAX_MARKER_SPAN: usize = 24;
 /// the longest marker, if any: [`is_no_email_marker`] of three, two, then one words, in
 /// one pass (the normalized text of fewer words is a prefix of that of more).
 pub(crate) fn longest_no_email_marker(line: &str, words: &[Range<usize>]) -> Option<usize> {
+    let words = &words[..words.len().min(3)];
+    let start = words.first()?.start;
+    let b = line.as_bytes();
+    // Fast path: ASCII words one space apart (as usual) hold no whitespace (both word
+    // splits cut at every ASCII space), so their normalized text is the line's bytes
+    // lower-cased: the first 16 bytes, loaded once, hold every candidate.
+    let mut head = [0u8; 16];
+    let available = &b[start..b.len().min(start + 16)];
+    head[..available.len()].copy_from_slice(available);
+    let head = u128::from_le_bytes(head);
+    let mut longest = None;
+    for (k, w) in words.iter().enumerate() {
+        if k > 0 && !(w.start == words[k - 1].end + 1 && b[words[k - 1].end] == b' ') {
+            return longest_marker_normalized(line, words);
+        }
+        let len = w.end - start;
+        if len > MAX_MARKER_LEN {
+            // Longer than every marker, unless non-ASCII whitespace shortens it.
+            if b[start..w.end].is_ascii() {
+                break;
+            }
+            return longest_marker_normalized(line, words);
+        }
+        let text = head & ((1u128 << (8 * len)) - 1);
+        if text & (u128::MAX / 255 * 0x80) != 0 {
+            return longest_marker_normalized(line, words);
+        }
+        if MARKER_KEYS.contains(ascii_lowercase(text)) {
+            longest = Some(k + 1);
+        }
+    }
+    longest
+}
+
+/// Lower-cases the ASCII bytes of `x` (every byte below 0x80): bit 7 of `b + 0x3F` is set
+/// from 'A' on and that of `b + 0x25` from past 'Z' (no carry crosses bytes), and
+/// 'A'..='Z' gain 0x20.
+fn ascii_lowercase(x: u128) -> u128 {
+    const ONES: u128 = u128::MAX / 255;
+    let upper = (x + ONES * 0x3F) & !(x + ONES * 0x25) & (ONES * 0x80);
+    x | (upper >> 2)
+}
+
+/// [`longest_no_email_marker`] for any words, normalizing them.
+fn longest_marker_normalized(line: &str, words: &[Range<usize>]) -> Option<usize> {
     let start = words.first()?.start;
     let mut m = MarkerText::default();
     let mut ends = [None; 3];
@@ -385,8 +512,7 @@ impl MarkerText {
 
     /// Whether the first `n` bytes are one of [`NO_EMAIL_MARKERS`].
     fn is_marker(&self, n: usize) -> bool {
-        let normalized = &self.buf[..n];
-        NO_EMAIL_MARKERS.iter().any(|m| m.as_bytes() == normalized)
+        n > 0 && MARKER_KEYS.contains(text_key(&self.buf[..n]))
     }
 }
 
@@ -558,6 +684,54 @@ impl<'a> Iterator for Words<'a> {
     }
 }
 
+/// The words of a text whose only whitespace is one ASCII space between words (names as
+/// phase A stages them): what [`words`] gives there, without its whitespace checks.
+pub(crate) fn space_words(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match t.as_bytes().iter().position(|&c| c == b' ') {
+            Some(i) => {
+                rest = t.get(i + 1..);
+                t.get(..i)
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
+}
+
+/// Whether `b` is a byte that cannot be part of whitespace: printable ASCII other than
+/// the space (every whitespace character is ASCII up to the space, or starts with a byte
+/// of 0x80 or more).
+fn is_plain_edge(b: Option<&u8>) -> bool {
+    b.is_some_and(|&b| b > b' ' && b < 0x80)
+}
+
+/// `str::trim_end`, skipping the search when the last byte is plainly no whitespace.
+pub(crate) fn trim_end(text: &str) -> &str {
+    if is_plain_edge(text.as_bytes().last()) {
+        return text;
+    }
+    text.trim_end()
+}
+
+/// `str::trim`, skipping the searches when both end bytes are plainly no whitespace.
+pub(crate) fn trim(text: &str) -> &str {
+    let b = text.as_bytes();
+    if is_plain_edge(b.first()) && is_plain_edge(b.last()) {
+        return text;
+    }
+    text.trim()
+}
+
+/// Whether `text` is empty or all whitespace (`str::trim_start().is_empty()`).
+pub(crate) fn is_blank(text: &str) -> bool {
+    !is_plain_edge(text.as_bytes().first()) && text.trim_start().is_empty()
+}
+
 /// Surname particles that belong to the following word ("de la Fuente" is one surname).
 const PARTICLES: &[&str] = &[
     "de", "del", "la", "las", "los", "da", "das", "do", "dos", "di", "van", "von", "der", "den",
@@ -598,6 +772,7 @@ pub(crate) fn first_surname<'a>(
 
 /// Appends the username base: first letter of the forename + the first surname,
 /// transliterated. Nothing when the names have no Latin letters or digits.
+#[cfg(test)]
 pub(crate) fn username_base(firstname: &str, lastname: &str, out: &mut String) {
     username_base_from_words(firstname, words(lastname), out);
 }
@@ -639,12 +814,13 @@ pub(crate) fn surname_has_letters(lastname: &str) -> bool {
         || first_surname(words(lastname)).any(|w| w.chars().any(has_ascii_alnum))
 }
 
-/// Builds a generated address's local part: whole forename + whole last name.
+/// Appends a generated address's local part: whole forename + whole last name.
 pub(crate) fn email_local_base(firstname: &str, lastname: &str, out: &mut String) {
-    out.clear();
+    let start = out.len();
     push_ascii_word(firstname, out);
     push_ascii_word(lastname, out);
-    out.truncate(MAX_LOCAL_PART - 8);
+    // ASCII: any length is a char boundary.
+    out.truncate(start + MAX_LOCAL_PART - 8);
 }
 
 #[cfg(test)]
@@ -676,6 +852,20 @@ mod tests {
             assert!(may_start_no_email_marker(&first.to_uppercase()));
         }
         assert!(!may_start_no_email_marker("Navarro"));
+        for w in ["No", "SIN", "n/A", "---", "?", "Ninguna", "nINGUNO", "nd"] {
+            assert!(may_start_no_email_marker(w), "{w}");
+        }
+        for w in [
+            "N",
+            "sinn",
+            "----",
+            "??",
+            "ningunos",
+            "abcdefghijklmnopqrstu",
+            "n/",
+        ] {
+            assert!(!may_start_no_email_marker(w), "{w}");
+        }
         assert!(may_start_no_email_marker("no\u{2028}tiene"));
     }
 
@@ -726,6 +916,82 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn ascii_lowercase_of_every_byte() {
+        for c in 0..0x80u8 {
+            for pos in [0, 7, 15] {
+                let mut b = [b'Q'; 16];
+                b[pos] = c;
+                let want = u128::from_le_bytes(b.map(|x| x.to_ascii_lowercase()));
+                assert_eq!(ascii_lowercase(u128::from_le_bytes(b)), want, "{c}");
+            }
+        }
+    }
+
+    /// The fast path (ASCII words one space apart) finds what normalizing finds.
+    #[test]
+    fn marker_fast_path_agrees() {
+        let lines = [
+            "No tiene Ventas",
+            "NO TIENE CORREO x",
+            "sin e-mail",
+            "n/a n/a",
+            "no tiene email Ventas",
+            "no tiene correo electrónico",
+            "No  tiene correo",
+            "no tiene\tcorreo",
+            "Ninguno",
+            "no tienen",
+            "- - -",
+            "?",
+            "sin datos adicionales",
+            "no tiene e-mailx",
+            "Núñez no",
+            "no\u{a0}tiene",
+        ];
+        for line in lines {
+            let words: Vec<Range<usize>> = super::words(line)
+                .map(|w| {
+                    let s = w.as_ptr() as usize - line.as_ptr() as usize;
+                    s..s + w.len()
+                })
+                .collect();
+            for i in 0..words.len() {
+                let ws = &words[i..words.len().min(i + 3)];
+                assert_eq!(
+                    longest_no_email_marker(line, ws),
+                    longest_marker_normalized(line, ws),
+                    "{line:?} from word {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trims_agree_with_std() {
+        for t in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "\u{a0}x\u{a0}",
+            "x\u{3000}",
+            "\tx",
+            "x\u{85}",
+            "~",
+            "\u{7f}",
+            "é",
+            " é ",
+            "Ventas",
+            "Ventas  ",
+        ] {
+            assert_eq!(trim(t), t.trim(), "{t:?}");
+            assert_eq!(trim_end(t), t.trim_end(), "{t:?}");
+            assert_eq!(is_blank(t), t.trim_start().is_empty(), "{t:?}");
         }
     }
 
