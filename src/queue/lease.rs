@@ -31,6 +31,12 @@ pub async fn lease_jobs(
 ) -> Result<Vec<LeasedJob>, sqlx::Error> {
     // One row of arrays rather than a row per job: decoding a row costs the worker
     // more than the columns in it. The kind and token are the call's own.
+    // `dedup_key = q.dedup_key` changes nothing, but a column named in SET tells
+    // PostgreSQL the row's new version is not a mere copy for that index, so it skips
+    // the bottom-up deletion pass it would try on a full leaf of the dedup_key index:
+    // with most keys NULL, every entry there looks like a version of every other, and
+    // each pass visited the heap for hundreds of them (callgrind, lease and completion:
+    // 163,900 -> 151,300 database instructions per job). See `complete.rs` too.
     let (ids, payloads, attempts, max_attempts, needs_recovery): LeasedColumns = sqlx::query_as(
         "WITH leased AS ( \
                  UPDATE dialout_queue AS q SET \
@@ -39,7 +45,8 @@ pub async fn lease_jobs(
                      lease_token = $5, \
                      lease_expires_at = now() + $4 * interval '1 millisecond', \
                      worker_id = $3, \
-                     started_at = coalesce(q.started_at, now()) \
+                     started_at = coalesce(q.started_at, now()), \
+                     dedup_key = q.dedup_key \
                  WHERE q.ctid = ANY(ARRAY( \
                      SELECT ctid FROM dialout_queue \
                      WHERE status = 'queued' AND kind = $1 AND run_at <= now() \
