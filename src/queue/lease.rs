@@ -117,11 +117,12 @@ pub async fn release_batch(pool: &PgPool, batch: Uuid) -> Result<u64, sqlx::Erro
 
 impl super::Lease {
     /// Moves a running job to another running status (a dial: `established`),
-    /// only while this lease still holds it.
+    /// only while this lease still holds it. (`dedup_key = dedup_key`: see
+    /// [`lease_jobs`].)
     pub async fn set_status(&self, pool: &PgPool, status: JobStatus) -> Result<(), QueueError> {
         debug_assert!(matches!(status, JobStatus::Trying | JobStatus::Established));
         let done = sqlx::query(
-            "UPDATE dialout_queue SET status = $3 \
+            "UPDATE dialout_queue SET status = $3, dedup_key = dedup_key \
              WHERE id = $1 AND lease_token = $2 AND status IN ('trying', 'established')",
         )
         .bind(self.id)
@@ -147,7 +148,8 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Extends every lease in `leases` in one statement. Rows locked by someone else
+    /// Extends every lease in `leases` in one statement (`dedup_key = q.dedup_key`: see
+    /// [`lease_jobs`]). Rows locked by someone else
     /// (the completer writing them) are skipped rather than waited for, and count as
     /// lost only if a plain read shows the token is no longer theirs.
     pub async fn beat(
@@ -163,7 +165,8 @@ impl Heartbeat {
         let renewed: Vec<(i64, bool)> = sqlx::query_as(
             "WITH locked AS ( \
                  SELECT id FROM dialout_queue WHERE id = ANY($1) FOR UPDATE SKIP LOCKED) \
-             UPDATE dialout_queue AS q SET lease_expires_at = now() + $3 * interval '1 millisecond' \
+             UPDATE dialout_queue AS q SET lease_expires_at = now() + $3 * interval '1 millisecond', \
+                 dedup_key = q.dedup_key \
              FROM unnest($1::bigint[], $2::uuid[]) AS l(id, token) \
              WHERE q.id = ANY(ARRAY(SELECT id FROM locked)) \
                AND q.id = l.id AND q.lease_token = l.token \
