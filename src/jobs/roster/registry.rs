@@ -226,15 +226,8 @@ impl NameHash {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            // The rest zero-padded, little-endian, without a variable-length copy: from the
-            // last eight bytes shifted down when there are eight, else byte by byte.
-            let w = match b.last_chunk::<8>() {
-                Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - rest.len())),
-                None => rest
-                    .iter()
-                    .enumerate()
-                    .fold(0, |w, (j, &c)| w | u64::from(c) << (8 * j)),
-            };
+            // The rest zero-padded, little-endian, without a variable-length copy.
+            let w = super::swar::load_le(rest);
             h = (h ^ w).wrapping_mul(K).rotate_left(29);
         }
         h ^= h >> 33;

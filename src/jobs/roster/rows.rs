@@ -95,8 +95,12 @@ impl Batch {
             let first = &self.text[row.texts[Text::First as usize].clone()];
             let last = &self.text[row.texts[Text::Last as usize].clone()];
             let forename = match row.first_word_letter {
-                // The forename's words are joined by single spaces.
-                true => first.split(' ').next().unwrap_or_default(),
+                // The forename's words are joined by single spaces; names are short, so
+                // a plain loop beats the setup of a memchr search.
+                true => {
+                    let end = first.bytes().position(|c| c == b' ');
+                    end.and_then(|e| first.get(..e)).unwrap_or(first)
+                }
                 false => first,
             };
             tmp.clear();
@@ -228,8 +232,9 @@ impl RowParser {
                 "no surname (a forename and a surname are needed)".into(),
             );
         };
-        let first = batch.append(|out| join_words(text, &self.words[..k], out));
-        let last = batch.append(|out| join_words(text, &self.words[k..], out));
+        let single = row.single_spaced;
+        let first = batch.append(|out| join_words(text, &self.words[..k], single, out));
+        let last = batch.append(|out| join_words(text, &self.words[k..], single, out));
         // A department typed as "Ventas, Norte" means the text inside the quotes.
         let dept = rules::trim(row.department);
         let unquoted = dept.strip_prefix('"').and_then(|d| d.strip_suffix('"'));
@@ -362,6 +367,8 @@ impl RowParser {
                 match self.email_check.valid_at(&batch.text[email.clone()]) {
                     Some(at) => (email, at, None),
                     None => {
+                        // Phase B has no use for an invalid address.
+                        batch.text.truncate(email.start);
                         let given = raw.chars().take(100).collect();
                         (email, 0, Some(EmailProblem::Invalid { given }))
                     }
@@ -392,16 +399,24 @@ impl RowParser {
     }
 }
 
-/// Appends the words of `line` at `ranges`, joined with one space.
-fn join_words(line: &str, ranges: &[std::ops::Range<usize>], out: &mut String) {
+/// Appends the words of `line` at `ranges`, joined with one space. `single_spaced`: the
+/// line's words are known to be separated by single spaces (then so are these, which
+/// follow each other in it).
+fn join_words(
+    line: &str,
+    ranges: &[std::ops::Range<usize>],
+    single_spaced: bool,
+    out: &mut String,
+) {
     let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
         return;
     };
     // Usually the words are already separated by single spaces: one copy.
     let b = line.as_bytes();
-    if ranges
-        .windows(2)
-        .all(|w| w[1].start == w[0].end + 1 && b[w[0].end] == b' ')
+    if single_spaced
+        || ranges
+            .windows(2)
+            .all(|w| w[1].start == w[0].end + 1 && b[w[0].end] == b' ')
     {
         out.push_str(&line[first.start..last.end]);
         return;

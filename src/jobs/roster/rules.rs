@@ -588,6 +588,12 @@ pub(crate) fn push_ascii_word(text: &str, out: &mut String) {
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
+        // Names are mostly runs of ASCII letters: those go eight at a time.
+        let n = push_ascii_letters(&b[i..], out);
+        i += n;
+        if n == 8 || i >= b.len() {
+            continue;
+        }
         let c = b[i];
         if c < 0x80 {
             let t = ASCII_ALNUM_LOWER[usize::from(c)];
@@ -608,6 +614,30 @@ pub(crate) fn push_ascii_word(text: &str, out: &mut String) {
             i += ch.len_utf8();
         }
     }
+}
+
+/// Appends the ASCII letters `b` starts with, lower-cased, up to eight of them, and
+/// returns how many: what [`push_ascii_alnum`] does for each, without a look-up per byte.
+#[inline(always)]
+fn push_ascii_letters(b: &[u8], out: &mut String) -> usize {
+    use super::swar::{HIGHS, ONES, has_below, load_le};
+    // Zero pads a short `b`, and zero is no letter.
+    let x = load_le(b);
+    // Setting bit 5 lower-cases a letter; a byte is a letter iff the result is in a..=z.
+    let lower = x | (ONES * 0x20);
+    // Flags non-ASCII bytes, bytes above 'z' (adding 5 reaches bit 7 from 0x7B up) and
+    // below 'a'.
+    // The lowest flag is exact (false alarms only come above a true one, from borrows and
+    // carries), so it counts the leading letters.
+    let other = ((lower | lower.wrapping_add(ONES * 5)) & HIGHS) | has_below(lower, b'a');
+    let n = (other.trailing_zeros() / 8) as usize;
+    // SAFETY: the eight bytes are appended and then cut back to the first `n`, which are
+    // lower-case ASCII letters, before the borrow ends: the String stays UTF-8.
+    let v = unsafe { out.as_mut_vec() };
+    let len = v.len();
+    v.extend_from_slice(&lower.to_le_bytes());
+    v.truncate(len + n);
+    n
 }
 
 /// [`push_ascii_alnum`] of U+00C0 + i.
@@ -1016,6 +1046,47 @@ mod tests {
             let mut w = String::new();
             push_ascii_word(&format!("é{c}Ā"), &mut w);
             assert_eq!(w, format!("e{t}a"));
+        }
+    }
+
+    #[test]
+    fn ascii_word_agrees_with_char_by_char() {
+        let samples = [
+            "",
+            "a",
+            "Pérez",
+            "GARCIA",
+            "abcdefgh",
+            "abcdefghIJKLMNOPq",
+            "O'Brien",
+            "García-López2",
+            "Zz@[`{~Az",
+            "áéíóúñÑÆßÞĲŁ王x",
+            "Mc Donald",
+            "1234567890abc",
+            "\u{7f}\u{80}\u{ff}xyz",
+        ];
+        // Every one- and two-byte character (and some longer) at every position of an
+        // eight-byte window and around it.
+        let mut all = Vec::new();
+        let chars = (0..0x800).chain([0x2003, 0x3000, 0xFFFD, 0x1F600]);
+        for c in chars.filter_map(char::from_u32) {
+            for pos in 0..10 {
+                let mut t: Vec<char> = "abcdefghij".chars().collect();
+                t[pos] = c;
+                all.push(t.into_iter().collect::<String>());
+            }
+        }
+        for t in samples
+            .iter()
+            .copied()
+            .chain(all.iter().map(String::as_str))
+        {
+            let mut want = "x".to_owned();
+            t.chars().for_each(|c| push_ascii_alnum(c, &mut want));
+            let mut got = "x".to_owned();
+            push_ascii_word(t, &mut got);
+            assert_eq!(got, want, "{t:?}");
         }
     }
 

@@ -29,6 +29,30 @@ pub(super) fn has_below(x: u64, n: u8) -> u64 {
     x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS
 }
 
+/// The first eight bytes of `b` (fewer: zero-padded), little-endian, without a
+/// variable-length copy: a short `b` is read as two overlapping pieces.
+#[inline(always)]
+pub(super) fn load_le(b: &[u8]) -> u64 {
+    let n = b.len();
+    if let Some(c) = b.first_chunk::<8>() {
+        return u64::from_le_bytes(*c);
+    }
+    if let (Some(lo), Some(hi)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        // n is 4..=7: the high piece overlaps the low one, ORing equal bytes.
+        return u64::from(u32::from_le_bytes(*lo))
+            | u64::from(u32::from_le_bytes(*hi)) << (8 * (n - 4));
+    }
+    match b {
+        [] => 0,
+        // n is 1..=3: bytes 0, n/2 and n-1 cover every position.
+        [first, .., last] | [first @ last] => {
+            u64::from(*first)
+                | u64::from(b[n / 2]) << (8 * (n / 2))
+                | u64::from(*last) << (8 * (n - 1))
+        }
+    }
+}
+
 /// True when `word` is non-zero for some eight bytes of `b` (a short `b` is tested byte
 /// by byte, each repeated across a word).
 pub(super) fn any(b: &[u8], word: impl Fn(u64) -> u64) -> bool {
@@ -54,6 +78,17 @@ pub(super) fn any(b: &[u8], word: impl Fn(u64) -> u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_le_pads_with_zeros() {
+        let src: Vec<u8> = (1..=12).collect();
+        for n in 0..=12 {
+            let mut want = [0u8; 8];
+            let k = n.min(8);
+            want[..k].copy_from_slice(&src[..k]);
+            assert_eq!(load_le(&src[..n]), u64::from_le_bytes(want), "{n}");
+        }
+    }
 
     #[test]
     fn bytes_equal_is_exact_per_byte() {
