@@ -172,6 +172,45 @@ async fn lease_streams_never_run_more_than_the_kinds_concurrency(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn shutdown_while_leasing_leaves_no_job_running(pool: PgPool) {
+    // Stop while lease calls are in flight: jobs a call brought back after apalis stopped
+    // taking them must go back to the queue with the rest, not wait for their lease to
+    // expire (which would count an attempt and mark them for recovery).
+    sqlx::query("INSERT INTO dialout_queue (kind) SELECT 'noop' FROM generate_series(1, 20000)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut s = settings();
+    s.worker.lease_streams = 4;
+    s.worker.lease_batch = 50;
+    s.kinds.get_mut("noop").unwrap().concurrency = 200;
+    let worker = start_worker(&pool, s);
+    eventually(WAIT, "some jobs to finish", || async {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM dialout_queue WHERE status = 'finished'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        (done >= 500).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    let (running, recovering): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'trying'), \
+                count(*) FILTER (WHERE needs_recovery) \
+         FROM dialout_queue",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (running, recovering),
+        (0, 0),
+        "jobs left running after shutdown"
+    );
+}
+
+#[sqlx::test]
 async fn dedup_key_makes_enqueueing_idempotent(pool: PgPool) {
     for _ in 0..3 {
         sqlx::query(

@@ -24,6 +24,9 @@ struct Held {
     stop: StopSignal,
     /// The outcome is with the completer: never hand this one back at shutdown.
     submitted: bool,
+    /// Its handler was started: if it is handed back unfinished, the next attempt
+    /// must find out what this one did.
+    started: bool,
 }
 
 impl Leases {
@@ -41,6 +44,7 @@ impl Leases {
                 lease: job.lease(),
                 stop: StopSignal::default(),
                 submitted: false,
+                started: false,
             },
         );
     }
@@ -87,6 +91,10 @@ impl Leases {
         held.len()
     }
 
+    pub(super) fn started(&self, lease: Lease) {
+        self.with(lease, |h| h.started = true);
+    }
+
     pub(super) fn submitted(&self, lease: Lease) {
         self.with(lease, |h| h.submitted = true);
     }
@@ -96,8 +104,9 @@ impl Leases {
         self.held().values().map(|h| h.lease).collect()
     }
 
-    /// Leases whose outcome never reached the completer, taken out of the map.
-    pub(super) fn take_unsubmitted(&self) -> Vec<Lease> {
+    /// Leases whose outcome never reached the completer, taken out of the map, each
+    /// with whether its handler had started.
+    pub(super) fn take_unsubmitted(&self) -> Vec<(Lease, bool)> {
         let mut held = self.held();
         let ids: Vec<i64> = held
             .iter()
@@ -106,7 +115,7 @@ impl Leases {
             .collect();
         ids.iter()
             .filter_map(|id| held.remove(id))
-            .map(|h| h.lease)
+            .map(|h| (h.lease, h.started))
             .collect()
     }
 

@@ -196,14 +196,15 @@ impl Worker {
             runners.abort_all();
         }
         // Whatever is still leased and has no outcome with the completer never reached
-        // a handler, or its handler was dropped: back to the queue. Not awaited one by
+        // a handler (back to the queue as it was), or its handler was dropped (back, and
+        // the next attempt must find out what it did). Not awaited one by
         // one, so a database that stays away cannot hold the exit past the deadline.
         let leftover = shared.leases.take_unsubmitted();
         let handed_back = shared.leases.handed_back();
-        for lease in &leftover {
+        for &(lease, started) in &leftover {
             let _reply = shared
                 .completer
-                .submit(*lease, Write::HandBack { recover: true }, None)
+                .submit(lease, Write::HandBack { recover: started }, None)
                 .await;
         }
         maintenance.cancel();
@@ -329,8 +330,12 @@ async fn produce(
                     failing = false;
                 }
                 delay = Duration::from_millis(w.reconnect_min_ms);
+                // Every job is held before any is sent: if apalis is gone (shutdown),
+                // the ones never sent are handed back with the rest, not left to expire.
+                for job in &jobs {
+                    shared.leases.insert(job);
+                }
                 for job in jobs {
-                    shared.leases.insert(&job);
                     if tx.send(job).await.is_err() {
                         return;
                     }
@@ -422,6 +427,7 @@ async fn execute(
                 worker_id: shared.id.clone(),
                 stop: stop.clone(),
             };
+            shared.leases.started(lease);
             let outcome = run_handler(handler, ctx, &stop).await;
             tracing::debug!(outcome = ?outcome.kind, "attempt ended");
             outcome
