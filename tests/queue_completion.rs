@@ -90,6 +90,37 @@ async fn a_kinds_sql_commits_with_the_final_status_or_not_at_all(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_lease_call_returns_each_job_whole_and_nothing_when_nothing_is_ready(pool: PgPool) {
+    let lease = |token| queue::lease_jobs(&pool, "noop", 10, "w", Duration::from_secs(60), token);
+    assert!(lease(uuid::Uuid::new_v4()).await.unwrap().is_empty());
+    let first = enqueue(&pool, "noop", json!({"echo": true})).await;
+    let second = enqueue(&pool, "noop", json!({"sleep_ms": 5})).await;
+    let token = uuid::Uuid::new_v4();
+    let mut jobs = lease(token).await.unwrap();
+    jobs.sort_by_key(|j| j.id);
+    let seen: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.id,
+                j.kind.as_str(),
+                j.payload.clone(),
+                j.attempts,
+                j.lease_token,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (first, "noop", json!({"echo": true}), 1, token),
+            (second, "noop", json!({"sleep_ms": 5}), 1, token),
+        ]
+    );
+    assert!(lease(uuid::Uuid::new_v4()).await.unwrap().is_empty());
+}
+
+#[sqlx::test]
 async fn a_stale_lease_commits_neither_status_nor_sql(pool: PgPool) {
     side_table(&pool).await;
     let id = enqueue(&pool, "noop", json!({})).await;
