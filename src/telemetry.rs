@@ -59,24 +59,30 @@ struct PlainVisitor<'w> {
 }
 
 impl PlainVisitor<'_> {
-    /// Writes the separator and the field's name (none for the message), then `value`.
+    /// Records one field, unless an earlier one failed to write.
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() || field.name().starts_with("log.") {
-            return;
+        if self.result.is_ok() {
+            self.result = self.write_field(field, value);
         }
-        self.result = (|| {
-            if !self.first {
-                self.writer.write_char(' ')?;
-            }
-            self.first = false;
-            if field.name() != "message" {
-                let name = field.name();
-                self.writer
-                    .write_str(name.strip_prefix("r#").unwrap_or(name))?;
-                self.writer.write_char('=')?;
-            }
-            value(&mut self.writer)
-        })();
+    }
+
+    /// Writes the separator and the field's name (none for the message), then `value`.
+    fn write_field(
+        &mut self,
+        field: &Field,
+        value: impl FnOnce(&mut Writer<'_>) -> fmt::Result,
+    ) -> fmt::Result {
+        if !self.first {
+            self.writer.write_char(' ')?;
+        }
+        self.first = false;
+        let name = field.name();
+        if name != "message" {
+            self.writer
+                .write_str(name.strip_prefix("r#").unwrap_or(name))?;
+            self.writer.write_char('=')?;
+        }
+        value(&mut self.writer)
     }
 }
 

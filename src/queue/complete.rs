@@ -179,7 +179,7 @@ async fn write_plain(
 ) {
     let rows = Rows::from(requests.as_slice());
     match with_retry(closing, pacing, || rows.write(pool)).await {
-        Ok(Some(written)) => reply_all(requests, &written),
+        Ok(Some(written)) => reply_all(requests, written),
         Ok(None) => abandon(requests),
         Err(e) if requests.len() > 1 => {
             // One bad row (say, a result jsonb refuses) must not sink the others.
@@ -214,7 +214,7 @@ async fn write_hooked(pool: &PgPool, request: Request, closing: &AtomicBool, pac
         Ok(written)
     };
     match with_retry(closing, pacing, attempt).await {
-        Ok(Some(written)) => reply_all(vec![request], &written),
+        Ok(Some(written)) => reply_all(vec![request], written),
         Ok(None) => abandon(vec![request]),
         Err(e) => record_unwritable(pool, request, &e, closing, pacing).await,
     }
@@ -243,13 +243,12 @@ async fn record_unwritable(
     };
     let rows = Rows::from(std::slice::from_ref(&fallback));
     match with_retry(closing, pacing, || rows.write(pool)).await {
-        Ok(Some(written)) => reply_all(vec![fallback], &written),
+        Ok(Some(written)) => reply_all(vec![fallback], written),
         _ => abandon(vec![fallback]),
     }
 }
 
-fn reply_all(requests: Vec<Request>, written: &[i64]) {
-    let mut written = written.to_vec();
+fn reply_all(requests: Vec<Request>, mut written: Vec<i64>) {
     written.sort_unstable();
     for r in requests {
         let result = if written.binary_search(&r.lease.id).is_ok() {

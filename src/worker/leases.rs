@@ -145,11 +145,6 @@ impl KindSlot {
         }
     }
 
-    pub(super) fn free(&self) -> usize {
-        self.capacity
-            .saturating_sub(self.in_use.load(Ordering::Acquire))
-    }
-
     /// Takes up to `max` free places at once (several producers may ask together).
     pub(super) fn reserve(&self, max: usize) -> usize {
         let mut taken = 0;

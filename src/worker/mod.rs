@@ -303,20 +303,16 @@ async fn produce(
     let mut delay = Duration::from_millis(w.reconnect_min_ms);
     let mut failing = false;
     // Lease calls that failed: if one committed and only its reply was lost, its jobs
-    // are leased to nobody. Given back before the next lease (a failed call took no
-    // slot, so the next iteration never waits for room first).
+    // are leased to nobody. Given back before the next lease (a failed call gave its
+    // room back, so the next iteration never waits for room first).
     let mut unreceived: Vec<Uuid> = Vec::new();
     while !stop.is_cancelled() {
-        let free = slot.free();
-        if free == 0 {
+        let want = slot.reserve(w.lease_batch as usize);
+        if want == 0 {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = slot.freed() => continue,
             }
-        }
-        let want = slot.reserve(w.lease_batch as usize);
-        if want == 0 {
-            continue; // another stream took the room
         }
         let leased = lease_batch(&shared, &kind, want as u32, &mut unreceived).await;
         let got = leased.as_ref().map_or(0, Vec::len);
