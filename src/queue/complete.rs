@@ -363,8 +363,8 @@ impl Rows {
                  WHERE q.id = ANY($1) AND q.id = c.id AND q.lease_token = c.token \
                  RETURNING q.id, q.kind, q.status, c.hand_back), \
              woken AS ( \
-                 SELECT pg_notify('dialout_queue', k.kind) \
-                 FROM (SELECT DISTINCT kind FROM done WHERE hand_back AND status = 'queued') AS k) \
+                 SELECT dialout_wake(array_agg(kind)) FROM done \
+                 WHERE hand_back AND status = 'queued') \
             SELECT coalesce(array_agg(id), '{}') FROM done, (SELECT count(*) FROM woken) AS w",
         )
         .bind(&self.ids)

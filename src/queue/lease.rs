@@ -105,8 +105,7 @@ pub async fn release_batch(pool: &PgPool, batch: Uuid) -> Result<u64, sqlx::Erro
              WHERE q.lease_token = $1 AND q.status IN ('trying', 'cancelled') \
              RETURNING q.kind, q.status), \
          woken AS ( \
-             SELECT pg_notify('dialout_queue', k.kind) \
-             FROM (SELECT DISTINCT kind FROM released WHERE status = 'queued') AS k) \
+             SELECT dialout_wake(array_agg(kind)) FROM released WHERE status = 'queued') \
          SELECT count(*) FROM released, (SELECT count(*) FROM woken) AS w",
     )
     .bind(batch)
