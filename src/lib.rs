@@ -5,6 +5,7 @@
 
 pub mod ami;
 pub mod app;
+pub mod backoff;
 pub mod bench;
 pub mod config;
 pub mod jobs;

@@ -6,7 +6,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialout::queue::{self, CompletionHook, Lease, RetryPacing, Write, WriteResult};
+use dialout::backoff::Backoff;
+use dialout::queue::{self, CompleterSettings, Completion, CompletionHook, Lease, WriteResult};
 use dialout::worker::{JobContext, JobHandler, Outcome, Registry, Worker};
 use futures_util::future::BoxFuture;
 use serde_json::json;
@@ -143,10 +144,11 @@ async fn a_stale_lease_commits_neither_status_nor_sql(pool: PgPool) {
         .unwrap();
     let (completer, task) = queue::Completer::spawn(
         pool.clone(),
-        RetryPacing {
-            min: Duration::from_millis(10),
-            max: Duration::from_millis(100),
+        CompleterSettings {
+            reconnect: Backoff::from_millis(10, 100),
             drain_deadline: Duration::from_secs(1),
+            retry_base: Duration::from_millis(10),
+            retry_max: Duration::from_millis(100),
         },
     );
     let hook: CompletionHook = Arc::new(move |conn| {
@@ -158,11 +160,10 @@ async fn a_stale_lease_commits_neither_status_nor_sql(pool: PgPool) {
             Ok(())
         })
     });
-    let finished = Write::Record {
+    let finished = Completion::Final {
         status: queue::JobStatus::Finished,
         result: Some(json!({"by": "stale"})),
         error: None,
-        run_at: None,
     };
     let written = completer
         .submit(stale, finished.clone(), Some(hook))
@@ -177,7 +178,14 @@ async fn a_stale_lease_commits_neither_status_nor_sql(pool: PgPool) {
         token: uuid::Uuid::new_v4(),
     };
     let again = completer
-        .submit(fake, Write::HandBack { recover: false }, None)
+        .submit(
+            fake,
+            Completion::HandBack {
+                recover: false,
+                reason: None,
+            },
+            None,
+        )
         .await
         .await
         .unwrap();

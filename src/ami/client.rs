@@ -18,6 +18,7 @@ use super::connection::{self, Link, Pending, Reply, Router};
 use super::error::AmiError;
 use super::message::Message;
 use super::subscriber::{Notice, Subscription};
+use crate::backoff::Backoff;
 
 enum LinkState {
     Up {
@@ -271,13 +272,13 @@ async fn supervise(inner: Arc<Inner>, mut link: Link, mut generation: u64) {
         }
         tracing::warn!(%reason, "AMI link lost; reconnecting");
         inner.router.subs.notify(&Notice::Disconnected { reason });
-        let mut attempt = 0u32;
+        let mut pacer = Backoff::new(
+            inner.cfg.reconnect_backoff_min,
+            inner.cfg.reconnect_backoff_max,
+        )
+        .pacer();
         let new_link = loop {
-            let wait = connection::backoff(
-                attempt,
-                inner.cfg.reconnect_backoff_min,
-                inner.cfg.reconnect_backoff_max,
-            );
+            let wait = pacer.failed();
             tokio::select! {
                 _ = inner.shutdown.cancelled() => break None,
                 _ = tokio::time::sleep(wait) => {}
@@ -294,8 +295,7 @@ async fn supervise(inner: Arc<Inner>, mut link: Link, mut generation: u64) {
             match result {
                 Ok(l) => break Some(l),
                 Err(e) => {
-                    tracing::warn!(error = %e, attempt, "AMI reconnect failed");
-                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(error = %e, attempt = pacer.failures(), "AMI reconnect failed");
                 }
             }
         };

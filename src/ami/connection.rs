@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -383,33 +382,4 @@ fn spawn_tasks(framed: Framed<TcpStream, AmiCodec>, router: Arc<Router>) -> Link
     });
 
     Link { tx, cancel, dead }
-}
-
-/// Backoff before reconnect attempt `attempt` (0-based): exponential, capped, with full
-/// jitter in the upper half so a fleet of workers does not reconnect in lockstep.
-pub(crate) fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
-    let base = min.saturating_mul(1u32 << attempt.min(20)).min(max);
-    let half = base / 2;
-    let jitter = rand::random_range(0..=half.as_millis().max(1) as u64);
-    half + Duration::from_millis(jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
-        for attempt in 0..40 {
-            let base = min.saturating_mul(1u32 << attempt.min(20)).min(max);
-            for _ in 0..20 {
-                let b = backoff(attempt, min, max);
-                assert!(
-                    b >= base / 2 && b <= base + Duration::from_millis(1),
-                    "{attempt}: {b:?}"
-                );
-            }
-        }
-    }
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -19,6 +18,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{JobStatus, Lease, is_transient};
+use crate::backoff::Backoff;
 
 /// Extra SQL run in the transaction that records the final status (a dial writes its
 /// CDR). It may run more than once if the database fails mid-way, so it must only
@@ -27,19 +27,29 @@ pub type CompletionHook = Arc<
     dyn for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<(), sqlx::Error>> + Send + Sync,
 >;
 
-/// What to write for one attempt.
+/// How one attempt ended, as the row will say.
 #[derive(Debug, Clone)]
-pub enum Write {
-    /// A final status, or `Queued` with `run_at` for a retry.
-    Record {
+pub enum Completion {
+    /// A final status (`finished`, `finished_with_error`, `timedout`, `cancelled`).
+    Final {
         status: JobStatus,
         result: Option<Value>,
         error: Option<String>,
-        run_at: Option<DateTime<Utc>>,
     },
-    /// Shutdown: back to `queued` at once, this attempt not counted. `recover`: the
-    /// attempt was cut off mid-way, so the next one must find out what it did.
-    HandBack { recover: bool },
+    /// Back to `queued` for another attempt, due `after` from now by the database
+    /// clock; `None`: the standard wait for its attempt number (`dialout_retry_delay`).
+    Retry {
+        result: Option<Value>,
+        error: Option<String>,
+        after: Option<Duration>,
+    },
+    /// Back to `queued` at once, this attempt not counted (shutdown, or a kind whose
+    /// work goes on outside). `recover`: the attempt was cut off mid-way, so the next
+    /// one must find out what it did. `reason` goes to `last_error`.
+    HandBack {
+        recover: bool,
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +64,7 @@ pub enum WriteResult {
 
 struct Request {
     lease: Lease,
-    write: Write,
+    completion: Completion,
     hook: Option<CompletionHook>,
     reply: oneshot::Sender<WriteResult>,
 }
@@ -66,35 +76,39 @@ pub struct Completer {
     tx: mpsc::Sender<Request>,
 }
 
-/// Retry pacing for the writer while the database is away.
+/// How the writer paces itself, and the jobs it sends back for a retry.
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPacing {
-    pub min: Duration,
-    pub max: Duration,
+pub struct CompleterSettings {
+    /// Between tries while the database is away.
+    pub reconnect: Backoff,
     /// Once the last handle is dropped (shutdown), give up after this long.
     pub drain_deadline: Duration,
+    /// A [`Completion::Retry`] without its own wait: `dialout_retry_delay(attempt,
+    /// retry_base, retry_max)`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
 }
 
 const MAX_BATCH: usize = 1000;
 
 impl Completer {
-    pub fn spawn(pool: PgPool, pacing: RetryPacing) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(pool: PgPool, settings: CompleterSettings) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let task = tokio::spawn(run(pool, rx, pacing));
+        let task = tokio::spawn(run(pool, rx, settings));
         (Self { tx }, task)
     }
 
-    /// Hands `write` for `lease` to the writer; the receiver says how it went.
+    /// Hands `completion` for `lease` to the writer; the receiver says how it went.
     pub async fn submit(
         &self,
         lease: Lease,
-        write: Write,
+        completion: Completion,
         hook: Option<CompletionHook>,
     ) -> oneshot::Receiver<WriteResult> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
             lease,
-            write,
+            completion,
             hook,
             reply,
         };
@@ -109,7 +123,7 @@ impl Completer {
 /// gathers, and the second core of the database gets work.
 const WRITERS: usize = 2;
 
-async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, pacing: RetryPacing) {
+async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, settings: CompleterSettings) {
     let slots = Arc::new(Semaphore::new(WRITERS));
     let closing = Arc::new(AtomicBool::new(false));
     loop {
@@ -127,10 +141,10 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, pacing: RetryPacing)
             let (hooked, plain): (Vec<Request>, Vec<Request>) =
                 batch.into_iter().partition(|r| r.hook.is_some());
             if !plain.is_empty() {
-                write_plain(&pool, plain, &closing, pacing).await;
+                write_plain(&pool, plain, &closing, settings).await;
             }
             for request in hooked {
-                write_hooked(&pool, request, &closing, pacing).await;
+                write_hooked(&pool, request, &closing, settings).await;
             }
             drop(permit);
         });
@@ -142,14 +156,14 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, pacing: RetryPacing)
 /// Retries `op` while the database is away. `Err` carries a permanent error.
 async fn with_retry<T, F, Fut>(
     closing: &AtomicBool,
-    pacing: RetryPacing,
+    settings: CompleterSettings,
     mut op: F,
 ) -> Result<Option<T>, sqlx::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
 {
-    let mut delay = pacing.min;
+    let mut pacer = settings.reconnect.pacer();
     let mut closed_since: Option<tokio::time::Instant> = None;
     loop {
         match op().await {
@@ -157,14 +171,14 @@ where
             Err(e) if is_transient(&e) => {
                 if closing.load(Ordering::SeqCst) {
                     let since = *closed_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() >= pacing.drain_deadline {
+                    if since.elapsed() >= settings.drain_deadline {
                         tracing::error!(error = %e, "database still away at shutdown; leaving outcomes to lease expiry");
                         return Ok(None);
                     }
                 }
+                let delay = pacer.failed();
                 tracing::warn!(error = %e, retry_in = ?delay, "recording outcomes failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(pacing.max);
             }
             Err(e) => return Err(e),
         }
@@ -175,30 +189,35 @@ async fn write_plain(
     pool: &PgPool,
     requests: Vec<Request>,
     closing: &AtomicBool,
-    pacing: RetryPacing,
+    settings: CompleterSettings,
 ) {
-    let rows = Rows::from(requests.as_slice());
-    match with_retry(closing, pacing, || rows.write(pool)).await {
+    let rows = Rows::new(requests.as_slice(), &settings);
+    match with_retry(closing, settings, || rows.write(pool)).await {
         Ok(Some(written)) => reply_all(requests, written),
         Ok(None) => abandon(requests),
         Err(e) if requests.len() > 1 => {
             // One bad row (say, a result jsonb refuses) must not sink the others.
             tracing::warn!(error = %e, "batch write refused; writing rows one by one");
             for request in requests {
-                Box::pin(write_plain(pool, vec![request], closing, pacing)).await;
+                Box::pin(write_plain(pool, vec![request], closing, settings)).await;
             }
         }
         Err(e) => {
             let request = requests.into_iter().next();
             if let Some(request) = request {
-                record_unwritable(pool, request, &e, closing, pacing).await;
+                record_unwritable(pool, request, &e, closing, settings).await;
             }
         }
     }
 }
 
-async fn write_hooked(pool: &PgPool, request: Request, closing: &AtomicBool, pacing: RetryPacing) {
-    let rows = Rows::from(std::slice::from_ref(&request));
+async fn write_hooked(
+    pool: &PgPool,
+    request: Request,
+    closing: &AtomicBool,
+    settings: CompleterSettings,
+) {
+    let rows = Rows::new(std::slice::from_ref(&request), &settings);
     let Some(hook) = request.hook.clone() else {
         return;
     };
@@ -213,10 +232,10 @@ async fn write_hooked(pool: &PgPool, request: Request, closing: &AtomicBool, pac
         tx.commit().await?;
         Ok(written)
     };
-    match with_retry(closing, pacing, attempt).await {
+    match with_retry(closing, settings, attempt).await {
         Ok(Some(written)) => reply_all(vec![request], written),
         Ok(None) => abandon(vec![request]),
-        Err(e) => record_unwritable(pool, request, &e, closing, pacing).await,
+        Err(e) => record_unwritable(pool, request, &e, closing, settings).await,
     }
 }
 
@@ -227,22 +246,21 @@ async fn record_unwritable(
     request: Request,
     cause: &sqlx::Error,
     closing: &AtomicBool,
-    pacing: RetryPacing,
+    settings: CompleterSettings,
 ) {
     tracing::error!(job = request.lease.id, error = %cause, "outcome refused by the database");
     let fallback = Request {
         lease: request.lease,
-        write: Write::Record {
+        completion: Completion::Final {
             status: JobStatus::FinishedWithError,
             result: None,
             error: Some(format!("the job's outcome could not be recorded: {cause}")),
-            run_at: None,
         },
         hook: None,
         reply: request.reply,
     };
-    let rows = Rows::from(std::slice::from_ref(&fallback));
-    match with_retry(closing, pacing, || rows.write(pool)).await {
+    let rows = Rows::new(std::slice::from_ref(&fallback), &settings);
+    match with_retry(closing, settings, || rows.write(pool)).await {
         Ok(Some(written)) => reply_all(vec![fallback], written),
         _ => abandon(vec![fallback]),
     }
@@ -273,13 +291,16 @@ struct Rows {
     statuses: Vec<JobStatus>,
     results: Vec<Option<String>>,
     errors: Vec<Option<String>>,
-    run_at: Vec<Option<DateTime<Utc>>>,
+    retry: Vec<bool>,
+    retry_ms: Vec<Option<f64>>,
     hand_back: Vec<bool>,
     recover: Vec<bool>,
+    retry_base_ms: f64,
+    retry_max_ms: f64,
 }
 
-impl From<&[Request]> for Rows {
-    fn from(requests: &[Request]) -> Self {
+impl Rows {
+    fn new(requests: &[Request], settings: &CompleterSettings) -> Self {
         let n = requests.len();
         let mut rows = Rows {
             ids: Vec::with_capacity(n),
@@ -287,9 +308,12 @@ impl From<&[Request]> for Rows {
             statuses: Vec::with_capacity(n),
             results: Vec::with_capacity(n),
             errors: Vec::with_capacity(n),
-            run_at: Vec::with_capacity(n),
+            retry: Vec::with_capacity(n),
+            retry_ms: Vec::with_capacity(n),
             hand_back: Vec::with_capacity(n),
             recover: Vec::with_capacity(n),
+            retry_base_ms: settings.retry_base.as_secs_f64() * 1000.0,
+            retry_max_ms: settings.retry_max.as_secs_f64() * 1000.0,
         };
         // Sorted by id: the order the UPDATE locks the rows in (see `write`).
         let mut sorted: Vec<&Request> = requests.iter().collect();
@@ -297,39 +321,37 @@ impl From<&[Request]> for Rows {
         for r in sorted {
             rows.ids.push(r.lease.id);
             rows.tokens.push(r.lease.token);
-            match &r.write {
-                Write::Record {
+            let (status, result, error, retry, hand_back) = match &r.completion {
+                Completion::Final {
                     status,
                     result,
                     error,
-                    run_at,
-                } => {
-                    rows.statuses.push(*status);
-                    rows.results.push(result.as_ref().map(Value::to_string));
-                    rows.errors.push(error.clone());
-                    rows.run_at.push(*run_at);
-                    rows.hand_back.push(false);
-                    rows.recover.push(false);
+                } => (*status, result, error, None, None),
+                Completion::Retry {
+                    result,
+                    error,
+                    after,
+                } => (JobStatus::Queued, result, error, Some(*after), None),
+                Completion::HandBack { recover, reason } => {
+                    (JobStatus::Queued, &None, reason, None, Some(*recover))
                 }
-                Write::HandBack { recover } => {
-                    rows.statuses.push(JobStatus::Queued);
-                    rows.results.push(None);
-                    rows.errors.push(None);
-                    rows.run_at.push(None);
-                    rows.hand_back.push(true);
-                    rows.recover.push(*recover);
-                }
-            }
+            };
+            rows.statuses.push(status);
+            rows.results.push(result.as_ref().map(Value::to_string));
+            rows.errors.push(error.clone());
+            rows.retry.push(retry.is_some());
+            rows.retry_ms
+                .push(retry.flatten().map(|after| after.as_secs_f64() * 1000.0));
+            rows.hand_back.push(hand_back.is_some());
+            rows.recover.push(hand_back.unwrap_or(false));
         }
         rows
     }
-}
 
-impl Rows {
     /// One fenced UPDATE for the whole batch; returns the ids it wrote (as one array:
     /// a row each would cost more to decode than the write costs to send).
     ///
-    /// The batch comes sorted by id (see `From`), so rows are locked in id order
+    /// The batch comes sorted by id (see `new`), so rows are locked in id order
     /// whatever the plan: two writers never wait on each other in a cycle, and the
     /// heartbeat and the rescuer skip locked rows rather than wait (a deadlock costs a
     /// second of `deadlock_timeout`: long enough to lose leases).
@@ -344,14 +366,17 @@ impl Rows {
         sqlx::query_scalar(
             "WITH c AS ( \
                  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::dialout_status[], $4::text[], \
-                                      $5::text[], $6::timestamptz[], $7::bool[], $8::bool[]) \
-                      AS c(id, token, status, result, error, run_at, hand_back, recover)), \
+                                      $5::text[], $6::bool[], $7::float8[], $8::bool[], $9::bool[]) \
+                      AS c(id, token, status, result, error, retry, retry_ms, hand_back, recover)), \
              done AS ( \
                  UPDATE dialout_queue AS q SET \
                      status = CASE WHEN q.status = 'cancelled' THEN q.status ELSE c.status END, \
                      result = coalesce(c.result::jsonb, q.result), \
                      last_error = coalesce(c.error, q.last_error), \
-                     run_at = coalesce(c.run_at, q.run_at), \
+                     run_at = CASE WHEN c.retry THEN now() + coalesce( \
+                                  c.retry_ms * interval '1 millisecond', \
+                                  dialout_retry_delay(q.attempts, $10, $11)) \
+                              ELSE q.run_at END, \
                      ended_at = CASE WHEN q.status = 'cancelled' OR c.status = 'queued' THEN q.ended_at \
                                      ELSE now() END, \
                      attempts = q.attempts - c.hand_back::int, \
@@ -372,9 +397,12 @@ impl Rows {
         .bind(&self.statuses)
         .bind(&self.results)
         .bind(&self.errors)
-        .bind(&self.run_at)
+        .bind(&self.retry)
+        .bind(&self.retry_ms)
         .bind(&self.hand_back)
         .bind(&self.recover)
+        .bind(self.retry_base_ms)
+        .bind(self.retry_max_ms)
         .fetch_one(executor)
         .await
     }

@@ -16,9 +16,12 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-pub use complete::{Completer, CompletionHook, RetryPacing, Write, WriteResult};
+pub use complete::{Completer, CompleterSettings, Completion, CompletionHook, WriteResult};
 pub use lease::{Heartbeat, lease_jobs, release_batch};
-pub use maintenance::{prune_finished, prune_finished_in_chunks, rescue_expired};
+pub use maintenance::{
+    RescueCounts, RescueSettings, Rescuer, Retention, RetentionSettings, prune_finished,
+    prune_finished_in_chunks,
+};
 pub use notify::{Listener, Wake};
 pub use status::JobStatus;
 
@@ -89,14 +92,6 @@ pub async fn migrate(pool: &PgPool) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Exponential backoff with +-50% jitter: base * 2^(attempt-1), capped at max.
-pub fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
-    let exp = attempt.saturating_sub(1).clamp(0, 30) as u32;
-    let raw = base.saturating_mul(2u32.saturating_pow(exp)).min(max);
-    let jitter: f64 = 0.5 + rand::random::<f64>();
-    raw.mul_f64(jitter).min(max)
-}
-
 /// Is this error worth retrying later (the database went away) rather than a bug?
 pub fn is_transient(err: &sqlx::Error) -> bool {
     match err {
@@ -111,23 +106,5 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
                 || matches!(&*c, "40001" | "40P01" | "55P03" | "25006")
         }),
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(10);
-        for _ in 0..100 {
-            let first = backoff(1, base, max);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(150));
-            let fifth = backoff(5, base, max);
-            assert!(fifth >= Duration::from_millis(800) && fifth <= Duration::from_millis(2400));
-            assert!(backoff(40, base, max) <= max);
-        }
     }
 }

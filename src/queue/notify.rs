@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
 
 /// The channel new rows (and handed-back jobs) are announced on; payload: the kind.
 pub const QUEUE_CHANNEL: &str = "dialout_queue";
@@ -60,10 +61,10 @@ impl Listener {
         pool: PgPool,
         wake: Wake,
         on_cancel: impl Fn(i64) + Send + 'static,
-        backoff: (Duration, Duration),
+        backoff: Backoff,
         shutdown: CancellationToken,
     ) {
-        let mut delay = backoff.0;
+        let mut pacer = backoff.pacer();
         loop {
             let listener = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -72,16 +73,16 @@ impl Listener {
             let mut listener = match listener {
                 Ok(l) => l,
                 Err(e) => {
+                    let delay = pacer.failed();
                     tracing::warn!(error = %e, retry_in = ?delay, "LISTEN connection failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    delay = (delay * 2).min(backoff.1);
                     continue;
                 }
             };
-            delay = backoff.0;
+            pacer.succeeded();
             // Anything sent while we were not listening is lost: look again.
             wake.all();
             loop {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
 use super::StopReason;
-use super::job::StopSignal;
+use super::context::StopSignal;
 use crate::queue::{Lease, LeasedJob};
 
 /// Every lease held (leased, waiting in a channel, running, or being recorded), with its

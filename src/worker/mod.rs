@@ -1,43 +1,53 @@
-//! The worker process: a producer per kind leases jobs, apalis runs them, one
-//! completer writes outcomes, and maintenance loops renew leases, rescue the jobs of
-//! dead workers and prune old rows.
+//! The worker process: a producer per kind leases jobs, apalis runs them through the
+//! executor, one completer writes outcomes, and background services renew leases
+//! (heartbeat), listen for wake-ups, rescue the jobs of dead workers and prune old
+//! rows. Each lives in its own module; this one wires them and runs the lifecycle:
+//! start the kinds, run, drain, hand back, shut the kinds down.
 
 mod backend;
-mod job;
+mod context;
+mod executor;
+mod heartbeat;
+mod kind;
 mod leases;
+mod outcome;
+mod producer;
+mod retry;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use apalis_core::worker::builder::WorkerBuilder;
-use futures_util::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
-use uuid::Uuid;
 
-pub use job::{JobContext, JobHandler, Outcome, Registry, StopReason};
+pub use context::{AttemptId, JobContext, StopReason};
+pub use kind::{JobHandler, KindError, Readiness, ReadinessSender, Registry};
+pub use outcome::Outcome;
 
+use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::queue::{
-    self, Completer, Heartbeat, LeasedJob, Listener, RetryPacing, Wake, Write, WriteResult,
+    self, Completer, CompleterSettings, Completion, Listener, RescueSettings, Rescuer, Retention,
+    RetentionSettings, Wake,
 };
 use backend::LeasedJobs;
-use job::{OutcomeKind, StopSignal};
+use context::StopSignal;
+use executor::{JobService, STOP_GRACE};
+use heartbeat::HeartbeatSettings;
 use leases::{KindSlot, Leases};
-
-/// How long a handler has to return after it was asked to stop (cancelled, lease
-/// lost, shutdown grace over) before its future is dropped.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+use producer::{Producer, ProducerSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("no handler for job kind {0:?} (configured in worker.kinds)")]
     UnknownKind(String),
+    #[error("job kind {kind:?} could not start: {error}")]
+    KindStart { kind: String, error: KindError },
     #[error(transparent)]
     Queue(#[from] queue::QueueError),
 }
@@ -56,8 +66,8 @@ pub struct RunSummary {
     pub handed_back: usize,
 }
 
+/// What the services of one worker share.
 struct Shared {
-    settings: Settings,
     /// For handlers.
     pool: PgPool,
     /// For the queue's bookkeeping only.
@@ -89,18 +99,33 @@ impl Worker {
     }
 
     /// Runs until `shutdown` fires, then drains: stop leasing, let running jobs
-    /// finish within `worker.shutdown_grace_ms`, hand back the rest.
+    /// finish within `worker.shutdown_grace_ms`, hand back the rest, then shut the
+    /// kinds down within what is left of the grace.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, WorkerError> {
-        let kinds = self.settings.worker.kinds.clone();
+        let w = &self.settings.worker;
+        let kinds = w.kinds.clone();
+        let mut handlers = Vec::with_capacity(kinds.len());
         for kind in &kinds {
-            if self.registry.get(kind).is_none() {
-                return Err(WorkerError::UnknownKind(kind.clone()));
-            }
+            let handler = self
+                .registry
+                .get(kind)
+                .ok_or_else(|| WorkerError::UnknownKind(kind.clone()))?;
+            handlers.push((kind.clone(), handler.clone()));
         }
-        if self.settings.worker.migrate_on_start {
+        if w.migrate_on_start {
             migrate_with_retry(&self.pool, &self.settings, &shutdown).await?;
         }
-        let w = &self.settings.worker;
+        // Only the kinds this replica runs are started: one that leaves `dial` out
+        // never opens an AMI connection.
+        for (kind, handler) in &handlers {
+            handler
+                .start()
+                .await
+                .map_err(|error| WorkerError::KindStart {
+                    kind: kind.clone(),
+                    error,
+                })?;
+        }
         // The queue's own bookkeeping gets its own connections, so handlers busy with
         // the database can never starve the heartbeat into losing leases: the lease
         // streams of every kind, LISTEN, two completion writers, heartbeat, rescue,
@@ -111,18 +136,19 @@ impl Worker {
                 self.settings.database.acquire_timeout_ms,
             ))
             .connect_lazy_with(self.pool.connect_options().as_ref().clone());
+        let reconnect = Backoff::from_millis(w.reconnect_min_ms, w.reconnect_max_ms);
         let (completer, completer_task) = Completer::spawn(
             queue_pool.clone(),
-            RetryPacing {
-                min: Duration::from_millis(w.reconnect_min_ms),
-                max: Duration::from_millis(w.reconnect_max_ms),
+            CompleterSettings {
+                reconnect,
                 drain_deadline: w.shutdown_grace(),
+                retry_base: Duration::from_millis(w.retry_base_ms),
+                retry_max: Duration::from_millis(w.retry_max_ms),
             },
         );
         let shared = Arc::new(Shared {
-            settings: self.settings.clone(),
             pool: self.pool.clone(),
-            queue_pool,
+            queue_pool: queue_pool.clone(),
             id: self.id.clone(),
             leases: Leases::default(),
             completer,
@@ -134,33 +160,67 @@ impl Worker {
         tracing::info!(worker = %self.id, kinds = ?kinds, "worker started");
 
         let mut background = JoinSet::new();
-        background.spawn(listen(shared.clone(), wake.clone(), maintenance.clone()));
-        background.spawn(heartbeat(shared.clone(), maintenance.clone()));
-        background.spawn(rescue(shared.clone(), wake.clone(), maintenance.clone()));
-        background.spawn(retention(shared.clone(), maintenance.clone()));
+        let on_cancel = {
+            let shared = shared.clone();
+            move |id| shared.leases.stop_job(id, StopReason::Cancelled)
+        };
+        background.spawn(Listener::run(
+            queue_pool.clone(),
+            wake.clone(),
+            on_cancel,
+            reconnect,
+            maintenance.clone(),
+        ));
+        background.spawn(heartbeat::run(
+            shared.clone(),
+            HeartbeatSettings::from(w),
+            maintenance.clone(),
+        ));
+        let rescuer = Rescuer::new(
+            queue_pool.clone(),
+            RescueSettings {
+                interval: w.rescue_interval(),
+                lease: w.lease(),
+                retry_base: Duration::from_millis(w.retry_base_ms),
+                retry_max: Duration::from_millis(w.retry_max_ms),
+                recover_when_spent: self.registry.recovering_kinds(),
+            },
+        );
+        background.spawn(rescuer.run(wake.clone(), maintenance.clone()));
+        let r = &self.settings.retention;
+        if r.keep_hours > 0 {
+            let retention = Retention::new(
+                queue_pool.clone(),
+                RetentionSettings {
+                    keep: Duration::from_secs(r.keep_hours * 3600),
+                    interval: Duration::from_millis(r.interval_ms.max(1000)),
+                },
+            );
+            background.spawn(retention.run(maintenance.clone()));
+        }
 
         let mut runners = JoinSet::new();
-        for kind in &kinds {
-            let Some(handler) = self.registry.get(kind).cloned() else {
-                continue;
-            };
+        let producing = ProducerSettings::from(w);
+        for (kind, handler) in &handlers {
             let capacity = self.settings.concurrency(kind);
             let slot = Arc::new(KindSlot::new(capacity));
             let (tx, rx) = mpsc::channel(capacity);
             let signal = wake.signal(kind).unwrap_or_default();
-            for _ in 0..self.settings.worker.lease_streams {
-                runners.spawn(produce(
-                    shared.clone(),
-                    kind.clone(),
-                    slot.clone(),
-                    tx.clone(),
-                    signal.clone(),
-                    stop_leasing.clone(),
-                ));
+            for _ in 0..w.lease_streams {
+                let producer = Producer {
+                    shared: shared.clone(),
+                    settings: producing.clone(),
+                    kind: kind.clone(),
+                    slot: slot.clone(),
+                    readiness: handler.readiness(),
+                    tx: tx.clone(),
+                    wake: signal.clone(),
+                };
+                runners.spawn(producer.run(stop_leasing.clone()));
             }
             let service = JobService {
                 shared: shared.clone(),
-                handler,
+                handler: handler.clone(),
                 slot,
             };
             let apalis_worker = WorkerBuilder::new(format!("{}/{kind}", self.id))
@@ -180,9 +240,10 @@ impl Worker {
 
         shutdown.cancelled().await;
         tracing::info!(worker = %self.id, "shutting down: no new leases; waiting for running jobs");
+        let grace = w.shutdown_grace();
+        let deadline = tokio::time::Instant::now() + grace;
         stop_leasing.cancel();
         shared.draining.store(true, Ordering::SeqCst);
-        let grace = self.settings.worker.shutdown_grace();
         let finished_in_grace = tokio::time::timeout(grace, drain(&mut runners))
             .await
             .is_ok();
@@ -204,9 +265,17 @@ impl Worker {
         for &(lease, started) in &leftover {
             let _reply = shared
                 .completer
-                .submit(lease, Write::HandBack { recover: started }, None)
+                .submit(
+                    lease,
+                    Completion::HandBack {
+                        recover: started,
+                        reason: None,
+                    },
+                    None,
+                )
                 .await;
         }
+        shut_down_kinds(&handlers, deadline).await;
         maintenance.cancel();
         while background.join_next().await.is_some() {}
         drop(shared);
@@ -218,38 +287,24 @@ impl Worker {
     }
 }
 
-/// The service apalis drives: runs one leased job to its recorded outcome.
-#[derive(Clone)]
-struct JobService {
-    shared: Arc<Shared>,
-    handler: Arc<dyn JobHandler>,
-    slot: Arc<KindSlot>,
-}
-
-impl tower_service::Service<apalis_core::task::Task<LeasedJob>> for JobService {
-    type Response = ();
-    type Error = std::convert::Infallible;
-    type Future = futures_util::future::BoxFuture<'static, Result<(), std::convert::Infallible>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, task: apalis_core::task::Task<LeasedJob>) -> Self::Future {
-        let run = execute(
-            self.shared.clone(),
-            self.handler.clone(),
-            self.slot.clone(),
-            task.args,
-        );
-        Box::pin(async move {
-            run.await;
-            Ok(())
-        })
-    }
+/// Runs every kind's shutdown step together, bounded by what is left of the grace
+/// (at least a second, so a grace spent on jobs still lets a kind log off).
+async fn shut_down_kinds(
+    handlers: &[(String, Arc<dyn JobHandler>)],
+    deadline: tokio::time::Instant,
+) {
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_secs(1));
+    let steps = futures_util::future::join_all(handlers.iter().map(|(kind, handler)| async move {
+        if tokio::time::timeout(left, handler.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(kind, "the kind's shutdown step did not finish in time");
+        }
+    }));
+    steps.await;
 }
 
 async fn drain(set: &mut JoinSet<()>) {
@@ -268,7 +323,8 @@ async fn migrate_with_retry(
     settings: &Settings,
     shutdown: &CancellationToken,
 ) -> Result<(), WorkerError> {
-    let mut delay = Duration::from_millis(settings.worker.reconnect_min_ms);
+    let w = &settings.worker;
+    let mut pacer = Backoff::from_millis(w.reconnect_min_ms, w.reconnect_max_ms).pacer();
     loop {
         match queue::migrate(pool).await {
             Ok(()) => return Ok(()),
@@ -276,399 +332,14 @@ async fn migrate_with_retry(
             | Err(queue::QueueError::Database(e))
                 if queue::is_transient(&e) =>
             {
+                let delay = pacer.failed();
                 tracing::warn!(error = %e, retry_in = ?delay, "database not reachable; waiting to migrate");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_millis(settings.worker.reconnect_max_ms));
-    }
-}
-
-/// Leases jobs of one kind while there is room, and feeds them to apalis. A kind has
-/// `worker.lease_streams` of these, so one lease call can run in the database while
-/// the next is sent: room is reserved before each call, never overcommitted.
-async fn produce(
-    shared: Arc<Shared>,
-    kind: String,
-    slot: Arc<KindSlot>,
-    tx: mpsc::Sender<LeasedJob>,
-    wake: Arc<tokio::sync::Notify>,
-    stop: CancellationToken,
-) {
-    let w = &shared.settings.worker;
-    let mut delay = Duration::from_millis(w.reconnect_min_ms);
-    let mut failing = false;
-    // Lease calls that failed: if one committed and only its reply was lost, its jobs
-    // are leased to nobody. Given back before the next lease (a failed call gave its
-    // room back, so the next iteration never waits for room first).
-    let mut unreceived: Vec<Uuid> = Vec::new();
-    while !stop.is_cancelled() {
-        let want = slot.reserve(w.lease_batch as usize);
-        if want == 0 {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = slot.freed() => continue,
-            }
-        }
-        let leased = lease_batch(&shared, &kind, want as u32, &mut unreceived).await;
-        let got = leased.as_ref().map_or(0, Vec::len);
-        if got < want {
-            slot.release(want - got);
-        }
-        match leased {
-            Ok(jobs) => {
-                if failing {
-                    tracing::info!(kind, "database reachable again; leasing resumed");
-                    failing = false;
-                }
-                delay = Duration::from_millis(w.reconnect_min_ms);
-                // Every job is held before any is sent: if apalis is gone (shutdown),
-                // the ones never sent are handed back with the rest, not left to expire.
-                for job in &jobs {
-                    shared.leases.insert(job);
-                }
-                for job in jobs {
-                    if tx.send(job).await.is_err() {
-                        return;
-                    }
-                }
-                if got == want {
-                    if w.lease_streams > 1 {
-                        wake.notify_one(); // more may be ready: bring a sibling in
-                    }
-                    continue;
-                }
                 tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(w.poll_interval()) => {}
-                }
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(kind, error = %e, "leasing failed; retrying with backoff");
-                    failing = true;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => break,
+                    _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(Duration::from_millis(w.reconnect_max_ms));
             }
-        }
-    }
-}
-
-/// Leases up to `want` jobs of `kind` under a fresh batch token, after giving back the
-/// batches of earlier calls that failed (see [`queue::release_batch`]). A call that
-/// fails leaves its token in `unreceived` for the next one.
-async fn lease_batch(
-    shared: &Shared,
-    kind: &str,
-    want: u32,
-    unreceived: &mut Vec<Uuid>,
-) -> Result<Vec<LeasedJob>, sqlx::Error> {
-    while let Some(&batch) = unreceived.last() {
-        let released = queue::release_batch(&shared.queue_pool, batch).await?;
-        if released > 0 {
-            tracing::info!(
-                kind,
-                released,
-                "gave back jobs leased by a call whose reply was lost"
-            );
-        }
-        unreceived.pop();
-    }
-    let w = &shared.settings.worker;
-    let batch = Uuid::new_v4();
-    let leased =
-        queue::lease_jobs(&shared.queue_pool, kind, want, &shared.id, w.lease(), batch).await;
-    if leased.is_err() {
-        unreceived.push(batch);
-    }
-    leased
-}
-
-/// Runs one leased job and records its outcome. Never panics, never returns early
-/// without writing or handing back.
-async fn execute(
-    shared: Arc<Shared>,
-    handler: Arc<dyn JobHandler>,
-    slot: Arc<KindSlot>,
-    job: LeasedJob,
-) {
-    let lease = job.lease();
-    let attempts = (job.attempts, job.max_attempts);
-    let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
-    async move {
-        let Some(stop) = shared.leases.signal(lease) else {
-            slot.release(1);
-            return;
-        };
-        if shared.draining.load(Ordering::SeqCst) {
-            stop.stop(StopReason::Shutdown);
-        }
-        // Stopped while it waited (shutdown, cancelled, lease lost): never start it.
-        let outcome = if stop.reason().is_some() {
-            Outcome::stopped()
-        } else {
-            let ctx = JobContext {
-                job,
-                pool: shared.pool.clone(),
-                queue_pool: shared.queue_pool.clone(),
-                worker_id: shared.id.clone(),
-                stop: stop.clone(),
-            };
-            shared.leases.started(lease);
-            let outcome = run_handler(handler, ctx, &stop).await;
-            tracing::debug!(outcome = ?outcome.kind, "attempt ended");
-            outcome
-        };
-        // The handler is done: its slot may take the next job while this outcome is
-        // written, so leasing and completing overlap.
-        slot.release(1);
-        let write = to_write(&shared, &outcome, stop.reason(), attempts);
-        let result = match write {
-            Some(write) => {
-                if matches!(write, Write::HandBack { .. }) {
-                    shared.leases.count_handed_back();
-                }
-                let reply = shared.completer.submit(lease, write, outcome.hook).await;
-                // With the completer now: a shutdown must not hand it back as well.
-                shared.leases.submitted(lease);
-                reply.await.unwrap_or(WriteResult::Abandoned)
-            }
-            None => WriteResult::LeaseLost,
-        };
-        if result == WriteResult::LeaseLost {
-            tracing::warn!(
-                "lease lost: this attempt's outcome was discarded (another worker owns the job)"
-            );
-        }
-        shared.leases.remove(lease);
-    }
-    .instrument(span)
-    .await
-}
-
-/// Runs the handler, catching panics and enforcing the stop grace.
-async fn run_handler(handler: Arc<dyn JobHandler>, ctx: JobContext, stop: &StopSignal) -> Outcome {
-    let run = std::panic::AssertUnwindSafe(handler.run(ctx)).catch_unwind();
-    tokio::pin!(run);
-    let caught = tokio::select! {
-        r = &mut run => r,
-        _ = async { stop.stopped().await; tokio::time::sleep(STOP_GRACE).await } => {
-            tracing::warn!("handler ignored the stop request; dropped");
-            return Outcome::abandoned();
-        }
-    };
-    caught.unwrap_or_else(|panic| {
-        let msg = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_owned());
-        tracing::error!(panic = %msg, "handler panicked");
-        Outcome::failed(format!("internal error: the job handler panicked: {msg}"))
-    })
-}
-
-/// Turns an outcome into the row write, applying the retry policy.
-fn to_write(
-    shared: &Shared,
-    outcome: &Outcome,
-    stop: Option<StopReason>,
-    attempts: (i32, i32),
-) -> Option<Write> {
-    use crate::queue::JobStatus;
-    let (attempt, max_attempts) = attempts;
-    let w = &shared.settings.worker;
-    let record = |status, error: Option<String>| Write::Record {
-        status,
-        result: outcome.result.clone(),
-        error,
-        run_at: None,
-    };
-    match outcome.kind {
-        OutcomeKind::Stopped | OutcomeKind::Abandoned => match stop {
-            // A dropped handler may have left outside effects half done: the next
-            // attempt must find out what happened, as after a lost worker.
-            Some(StopReason::Shutdown) => Some(Write::HandBack {
-                recover: outcome.kind == OutcomeKind::Abandoned,
-            }),
-            Some(StopReason::LeaseLost) => None,
-            Some(StopReason::Cancelled) => Some(record(
-                JobStatus::Cancelled,
-                Some("cancelled by the application while it ran".to_owned()),
-            )),
-            None => Some(record(
-                JobStatus::FinishedWithError,
-                Some("internal error: the handler stopped without being asked to".to_owned()),
-            )),
-        },
-        OutcomeKind::Finished => Some(record(JobStatus::Finished, None)),
-        OutcomeKind::Failed | OutcomeKind::TimedOut => {
-            let error = outcome.error.clone();
-            if outcome.retryable && attempt < max_attempts && stop != Some(StopReason::Cancelled) {
-                let wait = queue::backoff(
-                    attempt,
-                    Duration::from_millis(w.retry_base_ms),
-                    Duration::from_millis(w.retry_max_ms),
-                );
-                let run_at = chrono::Utc::now()
-                    + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
-                return Some(Write::Record {
-                    status: JobStatus::Queued,
-                    result: outcome.result.clone(),
-                    error: error.map(|e| format!("attempt {attempt} of {max_attempts}: {e}")),
-                    run_at: Some(run_at),
-                });
-            }
-            let status = if outcome.kind == OutcomeKind::TimedOut {
-                JobStatus::Timedout
-            } else {
-                JobStatus::FinishedWithError
-            };
-            Some(record(status, error))
-        }
-    }
-}
-
-/// Renews every lease this worker holds, and learns of cancellations and losses.
-///
-/// While the database is away it retries quickly; once the leases may have run out
-/// (three quarters of `lease_ms` without a successful beat) it stops every running job:
-/// another worker may rescue them as soon as the database is back, and two attempts
-/// must never run at once.
-async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
-    let w = &shared.settings.worker;
-    let every = w.heartbeat();
-    let retry = Duration::from_millis(w.reconnect_min_ms).min(every);
-    let mut last_ok = tokio::time::Instant::now();
-    let mut wait = every;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let held = shared.leases.snapshot();
-        match Heartbeat::beat(&shared.queue_pool, &held, w.lease()).await {
-            Ok(beat) => {
-                last_ok = tokio::time::Instant::now();
-                wait = every;
-                for id in beat.cancelled {
-                    shared.leases.stop_job(id, StopReason::Cancelled);
-                }
-                for lease in beat.lost {
-                    shared.leases.stop_lease(lease, StopReason::LeaseLost);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, held = held.len(), "heartbeat failed");
-                wait = retry;
-                if last_ok.elapsed() > w.lease().mul_f64(0.75) {
-                    let stopped = shared.leases.stop_all(StopReason::LeaseLost);
-                    if stopped > 0 {
-                        tracing::error!(
-                            stopped,
-                            "leases could not be renewed in time; stopping their jobs"
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-async fn listen(shared: Arc<Shared>, wake: Wake, stop: CancellationToken) {
-    let w = &shared.settings.worker;
-    let on_cancel = {
-        let shared = shared.clone();
-        move |id| shared.leases.stop_job(id, StopReason::Cancelled)
-    };
-    Listener::run(
-        shared.queue_pool.clone(),
-        wake,
-        on_cancel,
-        (
-            Duration::from_millis(w.reconnect_min_ms),
-            Duration::from_millis(w.reconnect_max_ms),
-        ),
-        stop,
-    )
-    .await;
-}
-
-/// Takes back the jobs of workers that stopped renewing their leases.
-///
-/// After this worker lost the database, it waits one full lease before rescuing again:
-/// live workers cut off by the same outage need that long to renew, and rescuing first
-/// would start their jobs a second time.
-async fn rescue(shared: Arc<Shared>, wake: Wake, stop: CancellationToken) {
-    let w = &shared.settings.worker;
-    let mut tick = tokio::time::interval(w.rescue_interval());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Healthy from the start: the jobs of workers that died before we came are due.
-    let mut healthy_since = tokio::time::Instant::now().checked_sub(w.lease());
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(since) = healthy_since else {
-            if sqlx::query("SELECT 1")
-                .execute(&shared.queue_pool)
-                .await
-                .is_ok()
-            {
-                tracing::info!(wait = ?w.lease(), "database back; rescuing again after one lease");
-                healthy_since = Some(tokio::time::Instant::now());
-            }
-            continue;
-        };
-        if since.elapsed() < w.lease() {
-            continue;
-        }
-        let base = Duration::from_millis(w.retry_base_ms);
-        let max = Duration::from_millis(w.retry_max_ms);
-        match queue::rescue_expired(&shared.queue_pool, base, max).await {
-            Ok(rescued) => {
-                for r in &rescued {
-                    tracing::warn!(job = r.id, kind = %r.kind, status = %r.status, "rescued a job from a lost worker");
-                    wake.kind(&r.kind);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "rescue failed");
-                if queue::is_transient(&e) {
-                    healthy_since = None;
-                }
-            }
-        }
-    }
-}
-
-async fn retention(shared: Arc<Shared>, stop: CancellationToken) {
-    let r = &shared.settings.retention;
-    if r.keep_hours == 0 {
-        return;
-    }
-    let keep = Duration::from_secs(r.keep_hours * 3600);
-    let mut tick = tokio::time::interval(Duration::from_millis(r.interval_ms.max(1000)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match queue::prune_finished(&shared.queue_pool, keep).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "pruned old finished jobs"),
-            Err(e) => tracing::warn!(error = %e, "retention failed"),
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -1,0 +1,136 @@
+//! The executor: runs one leased job to its recorded outcome, inside apalis.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use super::leases::KindSlot;
+use super::{JobContext, JobHandler, Outcome, Shared, StopReason, StopSignal, retry};
+use crate::queue::{Completion, LeasedJob, WriteResult};
+
+/// How long a handler has to return after it was asked to stop (cancelled, lease
+/// lost, shutdown grace over) before its future is dropped.
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The service apalis drives for one kind.
+#[derive(Clone)]
+pub(super) struct JobService {
+    pub(super) shared: Arc<Shared>,
+    pub(super) handler: Arc<dyn JobHandler>,
+    pub(super) slot: Arc<KindSlot>,
+}
+
+impl tower_service::Service<apalis_core::task::Task<LeasedJob>> for JobService {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<(), std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: apalis_core::task::Task<LeasedJob>) -> Self::Future {
+        let run = execute(
+            self.shared.clone(),
+            self.handler.clone(),
+            self.slot.clone(),
+            task.args,
+        );
+        Box::pin(async move {
+            run.await;
+            Ok(())
+        })
+    }
+}
+
+/// Runs one leased job and records its outcome. Never panics, never returns early
+/// without writing or handing back.
+async fn execute(
+    shared: Arc<Shared>,
+    handler: Arc<dyn JobHandler>,
+    slot: Arc<KindSlot>,
+    job: LeasedJob,
+) {
+    let lease = job.lease();
+    let (attempt, max_attempts) = (job.attempts, job.max_attempts);
+    let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
+    async move {
+        let Some(stop) = shared.leases.signal(lease) else {
+            slot.release(1);
+            return;
+        };
+        if shared.draining.load(Ordering::SeqCst) {
+            stop.stop(StopReason::Shutdown);
+        }
+        // Stopped while it waited (shutdown, cancelled, lease lost): never start it.
+        let outcome = if stop.reason().is_some() {
+            Outcome::stopped()
+        } else {
+            let ctx = JobContext {
+                job,
+                pool: shared.pool.clone(),
+                queue_pool: shared.queue_pool.clone(),
+                worker_id: shared.id.clone(),
+                stop: stop.clone(),
+            };
+            shared.leases.started(lease);
+            let outcome = run_handler(handler, ctx, &stop).await;
+            tracing::debug!(outcome = ?outcome.kind, "attempt ended");
+            outcome
+        };
+        // The handler is done: its slot may take the next job while this outcome is
+        // written, so leasing and completing overlap.
+        slot.release(1);
+        let result = match retry::completion(&outcome, stop.reason(), attempt, max_attempts) {
+            Some(completion) => {
+                if matches!(completion, Completion::HandBack { .. }) {
+                    shared.leases.count_handed_back();
+                }
+                let reply = shared
+                    .completer
+                    .submit(lease, completion, outcome.hook)
+                    .await;
+                // With the completer now: a shutdown must not hand it back as well.
+                shared.leases.submitted(lease);
+                reply.await.unwrap_or(WriteResult::Abandoned)
+            }
+            None => WriteResult::LeaseLost,
+        };
+        if result == WriteResult::LeaseLost {
+            tracing::warn!(
+                "lease lost: this attempt's outcome was discarded (another worker owns the job)"
+            );
+        }
+        shared.leases.remove(lease);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs the handler, catching panics and enforcing the stop grace.
+async fn run_handler(handler: Arc<dyn JobHandler>, ctx: JobContext, stop: &StopSignal) -> Outcome {
+    let run = std::panic::AssertUnwindSafe(handler.run(ctx)).catch_unwind();
+    tokio::pin!(run);
+    let caught = tokio::select! {
+        r = &mut run => r,
+        _ = async { stop.stopped().await; tokio::time::sleep(STOP_GRACE).await } => {
+            tracing::warn!("handler ignored the stop request; dropped");
+            return Outcome::abandoned();
+        }
+    };
+    caught.unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        tracing::error!(panic = %msg, "handler panicked");
+        Outcome::failed(format!("internal error: the job handler panicked: {msg}"))
+    })
+}
