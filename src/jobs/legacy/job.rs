@@ -3,7 +3,6 @@
 use base64::Engine;
 use futures_util::future::BoxFuture;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use super::{LegacyClient, LegacyRequest};
 use crate::worker::{JobContext, JobHandler, Outcome};
@@ -26,11 +25,12 @@ impl JobHandler for LegacyMessage {
                 Ok(r) => r,
                 Err(e) => return Outcome::failed(e),
             };
-            // Dropping the send future closes its socket: a stop request needs nothing else.
-            let never = CancellationToken::new();
+            // A stop request closes the socket at once (the client watches the token),
+            // and the attempt ends `stopped` whatever the client was doing.
+            let cancel = ctx.cancellation();
             let sent = tokio::select! {
                 _ = ctx.stopped() => return Outcome::stopped(),
-                sent = client.send(&request, &never) => sent,
+                sent = client.send(&request, &cancel) => sent,
             };
             let target = request.target().to_string();
             match sent {
