@@ -27,6 +27,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub legacy: LegacySettings,
     pub roster: RosterSettings,
+    pub ami: AmiSettings,
+    pub dial: DialSettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,
 }
@@ -79,6 +81,51 @@ pub struct RosterSettings {
     pub initial_password: Secret,
     pub roster_dir: String,
     pub max_line_bytes: usize,
+}
+
+/// The Asterisk Manager Interface the `dial` kind talks to.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmiSettings {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub secret: Secret,
+    pub connect_timeout_ms: u64,
+    pub action_timeout_ms: u64,
+    /// 0: no keepalive Ping.
+    pub ping_interval_ms: u64,
+}
+
+/// Where to tag the call so its events can be told apart from everyone else's.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TagIn {
+    /// The CallerID name carries the tag; the number stays the real outbound number.
+    Name,
+    /// The CallerID number carries a numeric tag (for trunks that drop the name).
+    Number,
+    /// CallerID untouched: only the ChannelId, ActionID and a channel variable carry it.
+    None,
+}
+
+/// How the `dial` kind places calls; a payload may override most of these.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DialSettings {
+    /// The channel to originate, `{number}` replaced by the payload's number.
+    pub channel: String,
+    /// Where the answered call goes. Empty: it plays `message` (Application Playback).
+    pub context: String,
+    pub exten: String,
+    pub priority: u32,
+    pub message: String,
+    pub caller_id_name: String,
+    pub caller_id_number: String,
+    pub tag_in: TagIn,
+    pub ring_timeout_ms: u64,
+    pub max_call_ms: u64,
+    /// After the OriginateResponse, how long to wait for the Hangup events that give the
+    /// cause of a failed call (they may come before it or after, or never).
+    pub settle_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,6 +7,7 @@ pub mod ami;
 pub mod app;
 pub mod backoff;
 pub mod bench;
+pub mod cdr;
 pub mod config;
 pub mod jobs;
 pub mod local_pg;

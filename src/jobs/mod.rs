@@ -1,6 +1,7 @@
 //! The job kinds. Each kind is a [`JobHandler`](crate::worker::JobHandler) registered
 //! under the name applications put in `dialout_queue.kind`.
 
+pub mod dial;
 pub mod legacy;
 pub mod noop;
 pub mod roster;
@@ -13,6 +14,13 @@ pub fn registry(settings: &Settings) -> Result<Registry, ConfigError> {
     let legacy_client = legacy::LegacyClient::new(legacy_settings(settings));
     Ok(Registry::new()
         .with("noop", noop::Noop)
+        .with(
+            "dial",
+            dial::Dial::new(
+                dial::ami_config(settings),
+                dial::DialDefaults::from_settings(settings),
+            ),
+        )
         .with("legacy_message", legacy::LegacyMessage::new(legacy_client))
         .with(
             "roster_import",

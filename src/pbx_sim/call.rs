@@ -226,7 +226,7 @@ pub(super) async fn originate(
     let is_async = m
         .get("Async")
         .is_some_and(|a| matches!(a.to_ascii_lowercase().as_str(), "true" | "yes" | "1"));
-    let outcome = outcome_for_channel(channel);
+    let outcome = outcome_for_channel(&state.cfg.scenario_channel(channel));
     let p = plan(state, m, &outcome, None);
     if is_async {
         // The Response is queued before any event of the call, as in every capture.

@@ -19,6 +19,7 @@
 //! | `Local/reject[_N]@callee` | ring N ms (1000), callee hangs up with cause 21 — Failure 0 |
 //! | `Local/drop[_N]@callee` | answer, then the PBX drops *this client's* TCP connection after N ms (500) |
 //! | `Local/<other>@callee`, `Local/x@<other context>` | nonexistent: Failure 0, causes 0 / 0 |
+//! | `Local/<number>@callee` (digits, `*`, `#`, a leading `+`) | as [`SimConfig::numbers`] says, else by its last digit |
 //! | `<Tech>/…` with Tech ≠ Local | invalid tech: Failure 0, `Uniqueid: <unknown>` (or the ChannelId), no channels |
 //! | no `/` | synchronous `Response: Error`, `Message: Invalid channel` |
 //!
@@ -75,6 +76,44 @@ pub struct SimConfig {
     /// Delay before `Authentication failed` (Asterisk: about 1 s).
     pub auth_failure_delay: Duration,
     pub faults: Faults,
+    /// Phone numbers dialled as `Local/<number>@callee`, each to the scenario it plays
+    /// (`"answer_1000"`, `"busy"`, … as in the table above). A number not listed plays
+    /// by its last digit: 0–4 answer, 5 busy, 6 noanswer, 7 congestion, 8 reject,
+    /// 9 slow-answer.
+    pub numbers: HashMap<String, String>,
+}
+
+impl SimConfig {
+    /// The channel with a dialled number replaced by its scenario (see
+    /// [`SimConfig::numbers`]); any other channel as it is.
+    pub fn scenario_channel<'a>(&self, channel: &'a str) -> std::borrow::Cow<'a, str> {
+        let Some(rest) = channel.strip_prefix("Local/") else {
+            return channel.into();
+        };
+        let Some((number, context)) = rest.split_once('@') else {
+            return channel.into();
+        };
+        let digits = number.strip_prefix('+').unwrap_or(number);
+        let is_number = !digits.is_empty()
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#');
+        if !is_number {
+            return channel.into();
+        }
+        let scenario = match self.numbers.get(number) {
+            Some(s) => s.as_str(),
+            None => match digits.as_bytes()[digits.len() - 1] {
+                b'0'..=b'4' => "answer",
+                b'5' => "busy",
+                b'6' => "noanswer",
+                b'7' => "congestion",
+                b'8' => "reject",
+                _ => "slow-answer",
+            },
+        };
+        format!("Local/{scenario}@{context}").into()
+    }
 }
 
 impl Default for SimConfig {
@@ -95,6 +134,7 @@ impl Default for SimConfig {
             time_scale: 1.0,
             auth_failure_delay: Duration::from_secs(1),
             faults: Faults::default(),
+            numbers: HashMap::new(),
         }
     }
 }

@@ -1,0 +1,157 @@
+-- dial: originate a call through Asterisk, follow it to its end, keep its CDR.
+INSERT INTO dialout_kind (name, description) VALUES
+    ('dial', 'Calls "number" through Asterisk (AMI Originate), plays "message" when answered, follows the call to its end and writes one row to dialout_cdr per originate.');
+
+-- Payload checks: the number and every string that reaches the AMI wire are checked
+-- here, so a hostile value never leaves the INSERT.
+CREATE FUNCTION dialout_validate_dial(p jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    bad text;
+BEGIN
+    SELECT string_agg(quote_ident(k), ', ') INTO bad
+    FROM jsonb_object_keys(p) AS k
+    WHERE k NOT IN ('number', 'message', 'caller_id_name', 'caller_id_number', 'ring_timeout_ms',
+                    'max_call_ms', 'variables', 'context', 'exten', 'priority', 'account_code');
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'dial job: unknown payload field(s) %', bad
+            USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT string_agg(quote_ident(key), ', ') INTO bad FROM jsonb_each(p) WHERE jsonb_typeof(value) = 'null';
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'dial job: % must not be null (leave it out instead)', bad
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF jsonb_typeof(p->'number') IS DISTINCT FROM 'string' OR p->>'number' !~ '^\+?[0-9*#]{1,31}$'
+       OR length(p->>'number') > 32 THEN
+        RAISE EXCEPTION 'dial job: "number" must be 1 to 32 characters: digits, * and #, with an optional leading +; got %', coalesce((p->'number')::text, 'nothing')
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'message' AND (jsonb_typeof(p->'message') <> 'string'
+                          OR p->>'message' !~ '^[A-Za-z0-9_/-]{1,128}$' OR p->>'message' LIKE '%..%'
+                          OR p->>'message' LIKE '/%') THEN
+        RAISE EXCEPTION 'dial job: "message" must be an Asterisk sound name (letters, digits, _ - /, no leading /), got %', p->'message'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'caller_id_name' AND (jsonb_typeof(p->'caller_id_name') <> 'string'
+                                 OR p->>'caller_id_name' !~ '^[^"<>[:cntrl:]]{1,64}$') THEN
+        RAISE EXCEPTION 'dial job: "caller_id_name" must be 1 to 64 characters without quotes, < > or control characters, got %', p->'caller_id_name'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'caller_id_number' AND (jsonb_typeof(p->'caller_id_number') <> 'string'
+                                   OR p->>'caller_id_number' !~ '^\+?[0-9*#]{1,31}$') THEN
+        RAISE EXCEPTION 'dial job: "caller_id_number" must be digits, * and # with an optional leading +, got %', p->'caller_id_number'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'ring_timeout_ms' AND NOT coalesce(dialout_json_int_between(p->'ring_timeout_ms', 1000, 300000), false) THEN
+        RAISE EXCEPTION 'dial job: "ring_timeout_ms" must be an integer from 1000 to 300000, got %', p->'ring_timeout_ms'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'max_call_ms' AND NOT coalesce(dialout_json_int_between(p->'max_call_ms', 1000, 86400000), false) THEN
+        RAISE EXCEPTION 'dial job: "max_call_ms" must be an integer from 1000 to 86400000, got %', p->'max_call_ms'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'variables' THEN
+        IF jsonb_typeof(p->'variables') <> 'object' THEN
+            RAISE EXCEPTION 'dial job: "variables" must be an object of name: text, got %', jsonb_typeof(p->'variables')
+                USING ERRCODE = 'check_violation';
+        END IF;
+        IF (SELECT count(*) FROM jsonb_object_keys(p->'variables')) > 20 THEN
+            RAISE EXCEPTION 'dial job: at most 20 "variables"'
+                USING ERRCODE = 'check_violation';
+        END IF;
+        SELECT string_agg(quote_literal(key), ', ') INTO bad FROM jsonb_each(p->'variables')
+        WHERE key !~ '^[A-Za-z_][A-Za-z0-9_]{0,63}$' OR jsonb_typeof(value) <> 'string'
+           OR value #>> '{}' ~ '[[:cntrl:]]' OR length(value #>> '{}') > 1024;
+        IF bad IS NOT NULL THEN
+            RAISE EXCEPTION 'dial job: "variables" % must be named [A-Za-z_][A-Za-z0-9_]* and hold text without control characters (at most 1024)', bad
+                USING ERRCODE = 'check_violation';
+        END IF;
+    END IF;
+    IF (p ? 'context') <> (p ? 'exten') THEN
+        RAISE EXCEPTION 'dial job: "context" and "exten" go together'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'context' AND (jsonb_typeof(p->'context') <> 'string' OR p->>'context' !~ '^[A-Za-z0-9_-]{1,79}$') THEN
+        RAISE EXCEPTION 'dial job: "context" must be a dialplan context name (letters, digits, _ -), got %', p->'context'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'exten' AND (jsonb_typeof(p->'exten') <> 'string' OR p->>'exten' !~ '^[A-Za-z0-9_*#+-]{1,79}$') THEN
+        RAISE EXCEPTION 'dial job: "exten" must be a dialplan extension (letters, digits, _ * # + -), got %', p->'exten'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'priority' AND NOT coalesce(dialout_json_int_between(p->'priority', 1, 1000), false) THEN
+        RAISE EXCEPTION 'dial job: "priority" must be an integer from 1 to 1000, got %', p->'priority'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'account_code' AND (jsonb_typeof(p->'account_code') <> 'string' OR p->>'account_code' !~ '^[A-Za-z0-9_.-]{1,80}$') THEN
+        RAISE EXCEPTION 'dial job: "account_code" must be 1 to 80 letters, digits, _ . -, got %', p->'account_code'
+            USING ERRCODE = 'check_violation';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION dialout_validate_payload(p_kind text, p_payload jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    CASE p_kind
+        WHEN 'noop' THEN PERFORM dialout_validate_noop(p_payload);
+        WHEN 'roster_import' THEN PERFORM dialout_validate_roster_import(p_payload);
+        WHEN 'legacy_message' THEN PERFORM dialout_validate_legacy_message(p_payload);
+        WHEN 'dial' THEN PERFORM dialout_validate_dial(p_payload);
+        ELSE NULL;
+    END CASE;
+END
+$$;
+
+-- One row per originate sent (a failed one too), written in the same transaction as
+-- the job's final status. The first columns are Asterisk's own CDR columns, with the
+-- meanings an Asterisk user knows; the rest tie the call to its job. Billing records:
+-- retention never deletes them (no foreign key to dialout_queue, on purpose).
+CREATE TABLE dialout_cdr (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- When the originate went out, was answered, ended (UTC timestamps).
+    calldate         timestamptz NOT NULL,
+    answer           timestamptz,
+    "end"            timestamptz NOT NULL,
+    -- CallerID as sent ("name" <number>), its number, and the number dialled.
+    clid             text NOT NULL DEFAULT '',
+    src              text NOT NULL DEFAULT '',
+    dst              text NOT NULL,
+    -- Where the answered call went: the dialplan context, or '' when it played the message.
+    dcontext         text NOT NULL DEFAULT '',
+    -- The originated channel (;1 of a Local channel) and the far leg, when known.
+    channel          text NOT NULL DEFAULT '',
+    dstchannel       text NOT NULL DEFAULT '',
+    lastapp          text NOT NULL DEFAULT '',
+    lastdata         text NOT NULL DEFAULT '',
+    -- Whole seconds, truncated as Asterisk does: start to end, answer to end.
+    duration         integer NOT NULL CHECK (duration >= 0),
+    billsec          integer NOT NULL CHECK (billsec >= 0),
+    disposition      text NOT NULL
+        CHECK (disposition IN ('ANSWERED', 'NO ANSWER', 'BUSY', 'CONGESTION', 'FAILED')),
+    amaflags         text NOT NULL DEFAULT 'DOCUMENTATION',
+    accountcode      text NOT NULL DEFAULT '',
+    -- The originated channel's Uniqueid (our ChannelId) and Linkedid.
+    uniqueid         text NOT NULL,
+    linkedid         text NOT NULL DEFAULT '',
+    userfield        text NOT NULL DEFAULT '',
+    job_id           bigint NOT NULL,
+    attempt          integer NOT NULL,
+    -- Q.850 cause of the far leg when it reported one, else of the originated leg.
+    hangup_cause     integer,
+    hangup_cause_txt text,
+    -- OriginateResponse Reason: 4 answered, 5 busy, 8 congestion, 3 no answer, 0 other.
+    originate_reason integer,
+    worker_id        text NOT NULL,
+    CONSTRAINT dialout_cdr_billsec_within_duration CHECK (billsec <= duration),
+    CONSTRAINT dialout_cdr_answered_has_answer CHECK ((disposition = 'ANSWERED') = (answer IS NOT NULL))
+);
+
+COMMENT ON TABLE dialout_cdr IS
+    'One row per dial attempt that sent an Originate, written with the job''s final status. Asterisk CDR columns plus job_id, attempt, hangup_cause, hangup_cause_txt, originate_reason, worker_id.';
+
+CREATE INDEX dialout_cdr_calldate ON dialout_cdr (calldate);
+CREATE INDEX dialout_cdr_job ON dialout_cdr (job_id, attempt);
+-- One CDR per attempt's call: a completion retried after a lost reply writes it once.
+CREATE UNIQUE INDEX dialout_cdr_one_per_call ON dialout_cdr (uniqueid);

@@ -1,0 +1,380 @@
+//! dial jobs end to end: INSERT -> worker -> AMI Originate against the simulated PBX ->
+//! final status and one CDR, in one transaction.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dialout::config::Settings;
+use dialout::pbx_sim::{PbxSim, SimConfig};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use support::ami::start_sim;
+use support::{RunningWorker, ended, enqueue, eventually, insert_refused};
+
+/// A simulator whose numbers play the named scenarios, `scale` times the captures' timing.
+async fn sim(scale: f64, numbers: &[(&str, &str)], tweak: impl FnOnce(&mut SimConfig)) -> PbxSim {
+    let mut cfg = SimConfig {
+        time_scale: scale,
+        auth_failure_delay: Duration::from_millis(20),
+        numbers: numbers
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect::<HashMap<_, _>>(),
+        ..SimConfig::default()
+    };
+    tweak(&mut cfg);
+    start_sim(cfg).await
+}
+
+fn dial_settings(sim: &PbxSim) -> Settings {
+    let mut s = support::settings();
+    s.worker.kinds = vec!["dial".into()];
+    s.ami.host = "127.0.0.1".into();
+    s.ami.port = sim.local_addr().port();
+    s.ami.username = "dialer".into();
+    s.ami.secret = dialout::config::Secret::new("dialer-secret");
+    s.ami.action_timeout_ms = 2000;
+    s.ami.ping_interval_ms = 0;
+    s.dial.channel = "Local/{number}@callee".into();
+    s.dial.settle_ms = 300;
+    s.dial.ring_timeout_ms = 4000;
+    s
+}
+
+fn start(pool: &PgPool, settings: Settings) -> RunningWorker {
+    support::start_worker(pool, settings)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Cdr {
+    disposition: String,
+    billsec: i32,
+    duration: i32,
+    answer: Option<chrono::DateTime<chrono::Utc>>,
+    hangup_cause: Option<i32>,
+    hangup_cause_txt: Option<String>,
+    originate_reason: Option<i32>,
+    dst: String,
+    clid: String,
+    uniqueid: String,
+    channel: String,
+    attempt: i32,
+    lastapp: String,
+    lastdata: String,
+}
+
+async fn cdrs(pool: &PgPool, job: i64) -> Vec<Cdr> {
+    sqlx::query_as(
+        "SELECT disposition, billsec, duration, answer, hangup_cause, hangup_cause_txt, \
+                originate_reason, dst, clid, uniqueid, channel, attempt, lastapp, lastdata \
+         FROM dialout_cdr WHERE job_id = $1 ORDER BY id",
+    )
+    .bind(job)
+    .fetch_all(pool)
+    .await
+    .expect("cdr rows")
+}
+
+async fn last_error(pool: &PgPool, job: i64) -> String {
+    sqlx::query_scalar::<_, Option<String>>("SELECT last_error FROM dialout_queue WHERE id = $1")
+        .bind(job)
+        .fetch_one(pool)
+        .await
+        .expect("row")
+        .unwrap_or_default()
+}
+
+async fn dial(pool: &PgPool, payload: Value) -> i64 {
+    enqueue(pool, "dial", payload).await
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[sqlx::test]
+async fn an_answered_call_is_established_then_finished_with_one_answered_cdr(pool: PgPool) {
+    // 1.5 s of talk at real speed, so billsec is a whole second or more.
+    let sim = sim(1.0, &[("+5491155550101", "answer_1500")], |_| {}).await;
+    let worker = start(&pool, dial_settings(&sim));
+    let id = dial(&pool, json!({"number": "+5491155550101"})).await;
+    eventually(WAIT, "the job to be established", || async {
+        let s: String = sqlx::query_scalar("SELECT status::text FROM dialout_queue WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (s == "established" || s == "finished").then_some(())
+    })
+    .await;
+    assert_eq!(ended(&pool, id, WAIT).await, "finished");
+    worker.shutdown().await;
+    sim.shutdown().await;
+    let rows = cdrs(&pool, id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let c = &rows[0];
+    assert_eq!(c.disposition, "ANSWERED");
+    assert!(c.answer.is_some());
+    assert!((1..=2).contains(&c.billsec), "{c:?}");
+    assert!(c.duration >= c.billsec);
+    assert_eq!(c.dst, "+5491155550101");
+    assert!(c.uniqueid.starts_with(&format!("dialout-{id}-")), "{c:?}");
+    assert!(
+        c.clid.contains(&c.uniqueid),
+        "tagged through the CallerID name: {c:?}"
+    );
+    assert!(c.channel.starts_with("Local/+5491155550101@callee-"), "{c:?}");
+    assert_eq!(
+        (c.lastapp.as_str(), c.lastdata.as_str()),
+        ("Playback", "hello-world")
+    );
+    assert_eq!(c.originate_reason, Some(4));
+    assert_eq!(c.attempt, 1);
+}
+
+#[sqlx::test]
+async fn each_failure_ends_with_its_status_reason_and_cdr(pool: PgPool) {
+    let sim = sim(
+        0.05,
+        &[
+            ("100", "busy"),
+            ("200", "congestion"),
+            ("300", "noanswer"),
+            ("400", "reject_500"),
+            ("500", "nosuch"),
+        ],
+        |_| {},
+    )
+    .await;
+    let worker = start(&pool, dial_settings(&sim));
+    let busy = dial(&pool, json!({"number": "100"})).await;
+    let congestion = dial(&pool, json!({"number": "200"})).await;
+    let noanswer = dial(&pool, json!({"number": "300", "ring_timeout_ms": 2000})).await;
+    let reject = dial(&pool, json!({"number": "400"})).await;
+    let nonexistent = dial(&pool, json!({"number": "500"})).await;
+    let refused = dial(
+        &pool,
+        json!({"number": "100", "context": "nosuch", "exten": "s"}),
+    )
+    .await;
+
+    let cases: [(i64, &str, &str, &str, Option<i32>, Option<i32>); 6] = [
+        (
+            busy,
+            "finished_with_error",
+            "busy",
+            "BUSY",
+            Some(5),
+            Some(17),
+        ),
+        (
+            congestion,
+            "finished_with_error",
+            "congestion",
+            "CONGESTION",
+            Some(8),
+            Some(34),
+        ),
+        (
+            noanswer,
+            "timedout",
+            "no answer",
+            "NO ANSWER",
+            Some(3),
+            Some(19),
+        ),
+        (
+            reject,
+            "finished_with_error",
+            "rejected",
+            "NO ANSWER",
+            Some(0),
+            Some(21),
+        ),
+        (
+            nonexistent,
+            "finished_with_error",
+            "failed",
+            "FAILED",
+            Some(0),
+            Some(0),
+        ),
+        (
+            refused,
+            "finished_with_error",
+            "Extension does not exist",
+            "FAILED",
+            None,
+            None,
+        ),
+    ];
+    for (id, status, says, disposition, reason, cause) in cases {
+        assert_eq!(ended(&pool, id, WAIT).await, status, "job {id} ({says})");
+        let error = last_error(&pool, id).await;
+        assert!(
+            error.starts_with("dial job: ") && error.contains(says),
+            "{error}"
+        );
+        let rows = cdrs(&pool, id).await;
+        assert_eq!(rows.len(), 1, "{says}: {rows:?}");
+        let c = &rows[0];
+        assert_eq!(c.disposition, disposition, "{says}: {c:?}");
+        assert_eq!(
+            (c.originate_reason, c.hangup_cause),
+            (reason, cause),
+            "{says}: {c:?}"
+        );
+        assert_eq!((c.billsec, c.answer), (0, None), "{says}");
+        if cause.is_some() {
+            assert!(c.hangup_cause_txt.is_some(), "{says}: {c:?}");
+        }
+    }
+    worker.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[sqlx::test]
+async fn a_call_past_max_call_ms_is_hung_up_and_timed_out(pool: PgPool) {
+    let sim = sim(1.0, &[("700", "long-answer_60000")], |_| {}).await;
+    let worker = start(&pool, dial_settings(&sim));
+    let id = dial(&pool, json!({"number": "700", "max_call_ms": 1000})).await;
+    assert_eq!(ended(&pool, id, WAIT).await, "timedout");
+    let error = last_error(&pool, id).await;
+    assert!(error.contains("max_call_ms (1000 ms)"), "{error}");
+    eventually(WAIT, "the simulator to see the call hung up", || async {
+        (sim.live_calls() == 0).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    sim.shutdown().await;
+    let rows = cdrs(&pool, id).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].disposition, "ANSWERED");
+    assert!(rows[0].billsec <= 2, "{:?}", rows[0]);
+}
+
+#[sqlx::test]
+async fn other_clients_calls_do_not_disturb_ours(pool: PgPool) {
+    // Three look-alike calls of "another client" run each scenario beside ours.
+    let sim = sim(0.05, &[("100", "busy"), ("101", "answer_1000")], |c| {
+        c.faults.noise_calls = 3;
+        c.faults.duplicate_events = true;
+    })
+    .await;
+    let worker = start(&pool, dial_settings(&sim));
+    let busy = dial(&pool, json!({"number": "100"})).await;
+    let answer = dial(&pool, json!({"number": "101"})).await;
+    assert_eq!(ended(&pool, busy, WAIT).await, "finished_with_error");
+    assert_eq!(ended(&pool, answer, WAIT).await, "finished");
+    worker.shutdown().await;
+    sim.shutdown().await;
+    assert_eq!(cdrs(&pool, busy).await[0].disposition, "BUSY");
+    assert_eq!(cdrs(&pool, answer).await[0].disposition, "ANSWERED");
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM dialout_cdr")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        total, 2,
+        "one CDR per originate, none for the others' calls"
+    );
+}
+
+#[sqlx::test]
+async fn the_hangup_before_the_originate_response_is_applied(pool: PgPool) {
+    let sim = sim(0.05, &[("100", "busy"), ("300", "noanswer")], |c| {
+        c.faults.hangup_before_originate_response = true;
+    })
+    .await;
+    let worker = start(&pool, dial_settings(&sim));
+    let busy = dial(&pool, json!({"number": "100"})).await;
+    let noanswer = dial(&pool, json!({"number": "300", "ring_timeout_ms": 1000})).await;
+    assert_eq!(ended(&pool, busy, WAIT).await, "finished_with_error");
+    assert_eq!(ended(&pool, noanswer, WAIT).await, "timedout");
+    worker.shutdown().await;
+    sim.shutdown().await;
+    let c = &cdrs(&pool, busy).await[0];
+    assert_eq!((c.disposition.as_str(), c.hangup_cause), ("BUSY", Some(17)));
+    let c = &cdrs(&pool, noanswer).await[0];
+    assert_eq!(
+        (c.disposition.as_str(), c.hangup_cause),
+        ("NO ANSWER", Some(19))
+    );
+}
+
+#[sqlx::test]
+async fn hostile_numbers_and_fields_are_refused_at_insert(pool: PgPool) {
+    for number in [
+        "123\r\nAction: Hangup",
+        "12\n34",
+        "abc",
+        "12/34",
+        "12@ctx",
+        "1 2",
+        "",
+        "+",
+        "123456789012345678901234567890123",
+    ] {
+        let msg = insert_refused(&pool, "dial", &json!({ "number": number })).await;
+        assert!(msg.starts_with("dial job: \"number\""), "{number:?}: {msg}");
+    }
+    for (payload, field) in [
+        (json!({}), "\"number\""),
+        (
+            json!({"number": "1", "message": "../../etc/passwd"}),
+            "\"message\"",
+        ),
+        (
+            json!({"number": "1", "caller_id_name": "x\r\nAction: Originate"}),
+            "\"caller_id_name\"",
+        ),
+        (
+            json!({"number": "1", "variables": {"A": "b\r\nc"}}),
+            "\"variables\"",
+        ),
+        (
+            json!({"number": "1", "variables": {"1A": "b"}}),
+            "\"variables\"",
+        ),
+        (
+            json!({"number": "1", "ring_timeout_ms": 10}),
+            "\"ring_timeout_ms\"",
+        ),
+        (json!({"number": "1", "context": "x"}), "\"context\""),
+        (json!({"number": "1", "fax": true}), "unknown payload field"),
+    ] {
+        let msg = insert_refused(&pool, "dial", &payload).await;
+        assert!(
+            msg.starts_with("dial job: ") && msg.contains(field),
+            "{payload}: {msg}"
+        );
+    }
+}
+
+#[sqlx::test]
+async fn a_dial_replica_without_its_pbx_leases_no_dial_jobs(pool: PgPool) {
+    // Nothing listens on this port: the link never comes up, the kind is never ready.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let mut settings = support::settings();
+    settings.worker.kinds = vec!["dial".into(), "noop".into()];
+    settings.ami.port = port;
+    settings.ami.connect_timeout_ms = 200;
+    let poll = settings.worker.poll_interval();
+    let worker = start(&pool, settings);
+    let id = dial(&pool, json!({"number": "100"})).await;
+    let other = enqueue(&pool, "noop", json!({})).await;
+    assert_eq!(ended(&pool, other, WAIT).await, "finished");
+    // A negative cannot be awaited: five poll intervals in which a producer that
+    // ignored readiness would have leased it.
+    tokio::time::sleep(poll * 5).await;
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status::text, attempts FROM dialout_queue WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!((status.as_str(), attempts), ("queued", 0));
+    worker.shutdown().await;
+}
