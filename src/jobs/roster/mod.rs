@@ -31,11 +31,11 @@ mod assign;
 mod job;
 mod pipeline;
 mod reader;
-mod registry;
 mod report;
 mod rows;
 mod rules;
 mod swar;
+mod taken_names;
 mod writer;
 
 pub mod bench;

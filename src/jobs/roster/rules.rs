@@ -1,5 +1,5 @@
 //! Username and email rules: transliteration, Moodle's username alphabet, "no email"
-//! markers, email parsing. The uniqueness registries are in `registry`.
+//! markers, email parsing. The uniqueness sets are in `taken_names`.
 
 use std::ops::Range;
 
@@ -46,7 +46,7 @@ impl Username {
         &self.0
     }
 
-    /// For names the registry built: already in the alphabet by construction.
+    /// For names the taken-name set built: already in the alphabet by construction.
     pub(crate) fn from_generated(s: &str) -> Self {
         debug_assert!(Self::parse(s).is_ok(), "generated username {s:?}");
         Self(s.to_owned())
