@@ -19,20 +19,21 @@ pub enum ConfigError {
     Rule(String),
 }
 
+/// The whole configuration: one `*Section` per `[section]` of `config/default.toml`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    pub database: DatabaseSettings,
-    pub worker: WorkerSettings,
-    pub retention: RetentionSettings,
-    pub log: LogSettings,
-    pub legacy: LegacySettings,
-    pub roster: RosterSettings,
+    pub database: DatabaseSection,
+    pub worker: WorkerSection,
+    pub retention: RetentionSection,
+    pub log: LogSection,
+    pub legacy: LegacySection,
+    pub roster: RosterSection,
     #[serde(default)]
-    pub kinds: BTreeMap<String, KindSettings>,
+    pub kinds: BTreeMap<String, KindSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct DatabaseSettings {
+pub struct DatabaseSection {
     pub url: Secret,
     pub local_dir: PathBuf,
     pub local_port: u16,
@@ -41,7 +42,7 @@ pub struct DatabaseSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct WorkerSettings {
+pub struct WorkerSection {
     pub id: String,
     pub kinds: Vec<String>,
     pub migrate_on_start: bool,
@@ -58,13 +59,13 @@ pub struct WorkerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct RetentionSettings {
+pub struct RetentionSection {
     pub keep_hours: u64,
     pub interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct LegacySettings {
+pub struct LegacySection {
     pub connect_timeout_ms: u64,
     pub write_timeout_ms: u64,
     pub reply_timeout_ms: u64,
@@ -74,7 +75,7 @@ pub struct LegacySettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct RosterSettings {
+pub struct RosterSection {
     pub email_domain: String,
     pub initial_password: Secret,
     pub roster_dir: String,
@@ -82,7 +83,7 @@ pub struct RosterSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct LogSettings {
+pub struct LogSection {
     pub format: LogFormat,
     pub level: String,
 }
@@ -95,7 +96,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct KindSettings {
+pub struct KindSection {
     pub concurrency: usize,
 }
 
@@ -180,7 +181,7 @@ impl Settings {
     }
 }
 
-impl WorkerSettings {
+impl WorkerSection {
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
     }
