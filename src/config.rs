@@ -2,12 +2,15 @@
 //! `DIALOUT__SECTION__KEY` environment variables, then `DATABASE_URL`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
+
+/// Secrets (a database URL may carry a password, the AMI secret, the roster's initial
+/// password): Debug shows `[REDACTED]`, and the text is reached only by `expose_secret()`.
+pub use secrecy::{ExposeSecret, SecretString};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -34,7 +37,7 @@ pub struct Settings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSection {
-    pub url: Secret,
+    pub url: SecretString,
     pub local_dir: PathBuf,
     pub local_port: u16,
     pub max_connections: u32,
@@ -77,7 +80,7 @@ pub struct LegacySection {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RosterSection {
     pub email_domain: String,
-    pub initial_password: Secret,
+    pub initial_password: SecretString,
     pub roster_dir: String,
     pub max_line_bytes: usize,
 }
@@ -199,29 +202,6 @@ impl WorkerSection {
     }
 }
 
-/// A secret string (a database URL may carry a password): never printed.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 /// A database URL with its password masked, for logs and messages.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -251,7 +231,7 @@ mod tests {
     fn defaults_load_and_env_overrides_them() {
         let s = Settings::load_with_env(None, env(&[])).unwrap();
         assert_eq!(s.worker.lease_ms, 30000);
-        assert!(s.database.url.is_empty());
+        assert!(s.database.url.expose_secret().is_empty());
 
         let s = Settings::load_with_env(
             None,
@@ -266,7 +246,7 @@ mod tests {
         assert_eq!(s.worker.lease_ms, 5000);
         assert_eq!(s.worker.kinds, vec!["noop", "legacy_message"]);
         assert_eq!(s.concurrency("noop"), 7);
-        assert_eq!(s.database.url.expose(), "postgres://u:pw@h/db");
+        assert_eq!(s.database.url.expose_secret(), "postgres://u:pw@h/db");
     }
 
     #[test]
@@ -279,7 +259,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(s.database.url.expose(), "postgres://a@h/one");
+        assert_eq!(s.database.url.expose_secret(), "postgres://a@h/one");
     }
 
     #[test]
@@ -291,9 +271,9 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Secret::new("postgres://u:hunter2@h/db");
+        let s = SecretString::from("postgres://u:hunter2@h/db");
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(redact_url(s.expose()), "postgres://u:***@h/db");
+        assert_eq!(redact_url(s.expose_secret()), "postgres://u:***@h/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use crate::config::{ExposeSecret, SecretString};
+
 /// Moodle's `user.username`, `email`, `firstname` and `lastname` columns are
 /// `varchar(100)`; `department` is `varchar(255)`.
 pub(crate) const MAX_NAME_CHARS: usize = 100;
@@ -106,7 +108,7 @@ pub struct InvalidEmailDomain(String);
 /// An initial password written in a `password` column. Only from configuration: the seed's
 /// shared plaintext password is a habit to retire. Never printed by `Debug`.
 #[derive(Clone)]
-pub struct InitialPassword(String);
+pub struct InitialPassword(SecretString);
 
 impl InitialPassword {
     /// # Errors
@@ -118,11 +120,11 @@ impl InitialPassword {
         if text.chars().any(char::is_control) {
             return Err(InvalidPassword);
         }
-        Ok(Self(text.to_owned()))
+        Ok(Self(SecretString::from(text)))
     }
 
     pub(crate) fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
