@@ -180,21 +180,17 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
                 .map_err(|e| AppError::Usage(format!("the payload is not JSON: {e}")))?;
             let pool = app::pool(settings)?;
             queue::migrate(&pool).await?;
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO dialout_queue (kind, payload, priority, max_attempts, dedup_key, run_at) \
-                 VALUES ($1, $2, coalesce($3, 0), coalesce($4, 5), $5, \
-                         now() + coalesce($6, 0) * interval '1 millisecond') \
-                 ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-            )
-            .bind(&kind)
-            .bind(&payload)
-            .bind(priority)
-            .bind(max_attempts)
-            .bind(&dedup_key)
-            .bind(delay_ms.map(|d| d as f64))
-            .fetch_optional(&pool)
-            .await
-            .map_err(database_message)?;
+            let job = queue::NewJob {
+                kind,
+                payload,
+                priority,
+                max_attempts,
+                dedup_key: dedup_key.clone(),
+                delay: delay_ms.map(Duration::from_millis),
+            };
+            let id = queue::enqueue(&pool, &job)
+                .await
+                .map_err(database_message)?;
             match id {
                 Some(id) => println!("{id}"),
                 None => {
@@ -418,15 +414,12 @@ async fn demo(settings: &mut Settings) -> Result<(), AppError> {
     ];
     let mut ids = Vec::new();
     for (kind, payload) in samples {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO dialout_queue (kind, payload, max_attempts, dedup_key) \
-             VALUES ($1, $2, 2, $3) RETURNING id",
-        )
-        .bind(kind)
-        .bind(payload)
-        .bind(format!("demo-{batch}-{}", ids.len()))
-        .fetch_one(&pool)
-        .await?;
+        let job = queue::NewJob::new(kind, payload)
+            .max_attempts(2)
+            .dedup_key(format!("demo-{batch}-{}", ids.len()));
+        let id = queue::enqueue(&pool, &job)
+            .await?
+            .ok_or_else(|| AppError::Usage(format!("{job:?} was enqueued before")))?;
         ids.push(id);
     }
     println!("enqueued jobs {ids:?}; running a worker until they end");

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use dialout::config::Settings;
+use dialout::queue::{self, NewJob};
 use dialout::worker::{RunSummary, Worker};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -142,13 +143,17 @@ pub async fn insert_refused(pool: &PgPool, kind: &str, payload: &serde_json::Val
         .to_owned()
 }
 
+/// Enqueues through the library (`dialout::queue::enqueue`); the new job's id.
 pub async fn enqueue(pool: &PgPool, kind: &str, payload: serde_json::Value) -> i64 {
-    sqlx::query_scalar("INSERT INTO dialout_queue (kind, payload) VALUES ($1, $2) RETURNING id")
-        .bind(kind)
-        .bind(payload)
-        .fetch_one(pool)
+    enqueue_job(pool, NewJob::new(kind, payload)).await
+}
+
+/// Like [`enqueue`], with the job's other columns.
+pub async fn enqueue_job(pool: &PgPool, job: NewJob) -> i64 {
+    queue::enqueue(pool, &job)
         .await
         .expect("enqueue")
+        .expect("no job with this dedup_key yet")
 }
 
 /// The URL of the test's own database (the one `#[sqlx::test]` made).
