@@ -6,6 +6,7 @@
 pub mod ami;
 pub mod app;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod jobs;
 pub mod local_pg;
