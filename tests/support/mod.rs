@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use dialout::config::Settings;
+use dialout::queue::status::JobRow;
 use dialout::queue::{self, NewJob};
 use dialout::worker::{RunSummary, Worker};
 use sqlx::PgPool;
@@ -163,6 +164,23 @@ pub async fn enqueue_job(pool: &PgPool, job: NewJob) -> i64 {
         .await
         .expect("enqueue")
         .expect("no job with this dedup_key yet")
+}
+
+/// A spec in one call: a worker with `settings` (plus `job`'s kind, if missing) runs
+/// `job`, enqueued through the library, to its end; the job's final row. The worker is
+/// stopped before this returns.
+pub async fn run_to_end(pool: &PgPool, mut settings: Settings, job: NewJob) -> JobRow {
+    if !settings.worker.kinds.contains(&job.kind) {
+        settings.worker.kinds.push(job.kind.clone());
+    }
+    let worker = start_worker(pool, settings);
+    let id = enqueue_job(pool, job).await;
+    ended(pool, id, Duration::from_secs(30)).await;
+    worker.shutdown().await;
+    queue::status::job(pool, id)
+        .await
+        .expect("query")
+        .expect("the job's row")
 }
 
 /// The URL of the test's own database (the one `#[sqlx::test]` made).
