@@ -4,18 +4,18 @@ use crate::app::{self, AppError};
 use crate::config::Settings;
 use crate::jobs;
 
-/// Drains `jobs` noop jobs, then `large` more (0: skip), and measures enqueue->start
+/// Drains `count` noop jobs, then `large` more (0: skip), and measures enqueue->start
 /// latency over `latency_samples` single jobs, each in a scratch database.
 pub async fn queue(
     settings: &mut Settings,
-    jobs: u64,
+    count: u64,
     latency_samples: usize,
     large: u64,
 ) -> Result<(), AppError> {
     let admin = app::database_url(settings)?;
     println!(
         "{}",
-        crate::bench::queue::drain(settings, &admin, jobs).await?
+        crate::bench::queue::drain(settings, &admin, count).await?
     );
     println!(
         "{}",
