@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Settings, redact_url};
+use crate::config::{ExposeSecret, SecretString, Settings, redact_url};
 use crate::local_pg::{LocalPg, LocalPgError};
 use crate::queue::{self, QueueError};
 
@@ -28,8 +28,8 @@ pub enum AppError {
 
 /// The database URL: configured, or a private PostgreSQL started on this machine.
 pub fn database_url(settings: &mut Settings) -> Result<String, AppError> {
-    if !settings.database.url.is_empty() {
-        return Ok(settings.database.url.expose().to_owned());
+    if !settings.database.url.expose_secret().is_empty() {
+        return Ok(settings.database.url.expose_secret().to_owned());
     }
     let local = LocalPg::new(&settings.database.local_dir, settings.database.local_port)?;
     eprintln!(
@@ -39,7 +39,7 @@ pub fn database_url(settings: &mut Settings) -> Result<String, AppError> {
     );
     local.start()?;
     let url = local.url();
-    settings.database.url = crate::config::Secret::new(url.clone());
+    settings.database.url = SecretString::from(url.clone());
     Ok(url)
 }
 

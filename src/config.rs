@@ -2,12 +2,15 @@
 //! `DIALOUT__SECTION__KEY` environment variables, then `DATABASE_URL`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
+
+/// Secrets (a database URL may carry a password, the AMI secret, the roster's initial
+/// password): Debug shows `[REDACTED]`, and the text is reached only by `expose_secret()`.
+pub use secrecy::{ExposeSecret, SecretString};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -19,23 +22,24 @@ pub enum ConfigError {
     Rule(String),
 }
 
+/// The whole configuration: one `*Section` per `[section]` of `config/default.toml`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    pub database: DatabaseSettings,
-    pub worker: WorkerSettings,
-    pub retention: RetentionSettings,
-    pub log: LogSettings,
-    pub legacy: LegacySettings,
-    pub roster: RosterSettings,
-    pub ami: AmiSettings,
-    pub dial: DialSettings,
+    pub database: DatabaseSection,
+    pub worker: WorkerSection,
+    pub retention: RetentionSection,
+    pub log: LogSection,
+    pub legacy: LegacySection,
+    pub roster: RosterSection,
+    pub ami: AmiSection,
+    pub dial: DialSection,
     #[serde(default)]
-    pub kinds: BTreeMap<String, KindSettings>,
+    pub kinds: BTreeMap<String, KindSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct DatabaseSettings {
-    pub url: Secret,
+pub struct DatabaseSection {
+    pub url: SecretString,
     pub local_dir: PathBuf,
     pub local_port: u16,
     pub max_connections: u32,
@@ -43,7 +47,7 @@ pub struct DatabaseSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct WorkerSettings {
+pub struct WorkerSection {
     pub id: String,
     pub kinds: Vec<String>,
     pub migrate_on_start: bool,
@@ -60,13 +64,13 @@ pub struct WorkerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct RetentionSettings {
+pub struct RetentionSection {
     pub keep_hours: u64,
     pub interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct LegacySettings {
+pub struct LegacySection {
     pub connect_timeout_ms: u64,
     pub write_timeout_ms: u64,
     pub reply_timeout_ms: u64,
@@ -76,20 +80,20 @@ pub struct LegacySettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct RosterSettings {
+pub struct RosterSection {
     pub email_domain: String,
-    pub initial_password: Secret,
+    pub initial_password: SecretString,
     pub roster_dir: String,
     pub max_line_bytes: usize,
 }
 
 /// The Asterisk Manager Interface the `dial` kind talks to.
 #[derive(Debug, Clone, Deserialize)]
-pub struct AmiSettings {
+pub struct AmiSection {
     pub host: String,
     pub port: u16,
     pub username: String,
-    pub secret: Secret,
+    pub secret: SecretString,
     pub connect_timeout_ms: u64,
     pub action_timeout_ms: u64,
     /// 0: no keepalive Ping.
@@ -110,7 +114,7 @@ pub enum TagIn {
 
 /// How the `dial` kind places calls; a payload may override most of these.
 #[derive(Debug, Clone, Deserialize)]
-pub struct DialSettings {
+pub struct DialSection {
     /// The channel to originate, `{number}` replaced by the payload's number.
     pub channel: String,
     /// Where the answered call goes. Empty: it plays `message` (Application Playback).
@@ -129,7 +133,7 @@ pub struct DialSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct LogSettings {
+pub struct LogSection {
     pub format: LogFormat,
     pub level: String,
 }
@@ -142,7 +146,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct KindSettings {
+pub struct KindSection {
     pub concurrency: usize,
 }
 
@@ -227,7 +231,7 @@ impl Settings {
     }
 }
 
-impl WorkerSettings {
+impl WorkerSection {
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
     }
@@ -242,29 +246,6 @@ impl WorkerSettings {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
-    }
-}
-
-/// A secret string (a database URL may carry a password): never printed.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
     }
 }
 
@@ -297,7 +278,7 @@ mod tests {
     fn defaults_load_and_env_overrides_them() {
         let s = Settings::load_with_env(None, env(&[])).unwrap();
         assert_eq!(s.worker.lease_ms, 30000);
-        assert!(s.database.url.is_empty());
+        assert!(s.database.url.expose_secret().is_empty());
 
         let s = Settings::load_with_env(
             None,
@@ -312,7 +293,7 @@ mod tests {
         assert_eq!(s.worker.lease_ms, 5000);
         assert_eq!(s.worker.kinds, vec!["noop", "legacy_message"]);
         assert_eq!(s.concurrency("noop"), 7);
-        assert_eq!(s.database.url.expose(), "postgres://u:pw@h/db");
+        assert_eq!(s.database.url.expose_secret(), "postgres://u:pw@h/db");
     }
 
     #[test]
@@ -325,7 +306,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(s.database.url.expose(), "postgres://a@h/one");
+        assert_eq!(s.database.url.expose_secret(), "postgres://a@h/one");
     }
 
     #[test]
@@ -337,9 +318,9 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Secret::new("postgres://u:hunter2@h/db");
+        let s = SecretString::from("postgres://u:hunter2@h/db");
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(redact_url(s.expose()), "postgres://u:***@h/db");
+        assert_eq!(redact_url(s.expose_secret()), "postgres://u:***@h/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

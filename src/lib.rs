@@ -8,6 +8,7 @@ pub mod app;
 pub mod backoff;
 pub mod bench;
 pub mod cdr;
+pub mod cli;
 pub mod config;
 pub mod jobs;
 pub mod local_pg;

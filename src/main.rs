@@ -1,17 +1,15 @@
-//! The `dialout` command line.
+//! The `dialout` command line: parses the arguments and calls [`dialout::cli`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use serde_json::Value;
 
-use dialout::app::{self, AppError};
+use dialout::app::AppError;
 use dialout::config::Settings;
-use dialout::queue::{self, JobStatus, status};
-use dialout::worker::Worker;
-use dialout::{bench, jobs, telemetry};
+use dialout::queue::NewJob;
+use dialout::{cli, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -156,18 +154,8 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> {
     match command {
-        Command::Migrate => {
-            let pool = app::pool(settings)?;
-            queue::migrate(&pool).await?;
-            println!("migrations applied");
-        }
-        Command::Worker => {
-            let pool = app::pool(settings)?;
-            let shutdown = app::shutdown_on_signals();
-            Worker::new(settings.clone(), pool, jobs::registry(settings)?)
-                .run(shutdown)
-                .await?;
-        }
+        Command::Migrate => cli::migrate(settings).await,
+        Command::Worker => cli::worker(settings).await,
         Command::Enqueue {
             kind,
             payload,
@@ -176,292 +164,44 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
             dedup_key,
             delay_ms,
         } => {
-            let payload: Value = serde_json::from_str(&payload)
-                .map_err(|e| AppError::Usage(format!("the payload is not JSON: {e}")))?;
-            let pool = app::pool(settings)?;
-            queue::migrate(&pool).await?;
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO dialout_queue (kind, payload, priority, max_attempts, dedup_key, run_at) \
-                 VALUES ($1, $2, coalesce($3, 0), coalesce($4, 5), $5, \
-                         now() + coalesce($6, 0) * interval '1 millisecond') \
-                 ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-            )
-            .bind(&kind)
-            .bind(&payload)
-            .bind(priority)
-            .bind(max_attempts)
-            .bind(&dedup_key)
-            .bind(delay_ms.map(|d| d as f64))
-            .fetch_optional(&pool)
-            .await
-            .map_err(database_message)?;
-            match id {
-                Some(id) => println!("{id}"),
-                None => {
-                    println!("a job with dedup_key {dedup_key:?} already exists; nothing enqueued")
-                }
-            }
+            let job = NewJob {
+                kind,
+                payload: cli::jobs::parse_payload(&payload)?,
+                priority,
+                max_attempts,
+                dedup_key,
+                delay: delay_ms.map(Duration::from_millis),
+            };
+            cli::jobs::enqueue(settings, job).await
         }
         Command::Jobs { status, limit } => {
-            let pool = app::pool(settings)?;
-            let status = status.as_deref().map(parse_status).transpose()?;
-            for (kind, st, n) in status::summary(&pool).await? {
-                println!("{kind:<16} {st:<20} {n}");
-            }
-            println!();
-            print_jobs(&status::recent(&pool, status, limit).await?);
+            cli::jobs::list(settings, status.as_deref(), limit).await
         }
-        Command::Job { id } => {
-            let pool = app::pool(settings)?;
-            match status::job(&pool, id).await? {
-                Some(job) => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&job).unwrap_or_else(|e| e.to_string())
-                ),
-                None => return Err(AppError::Usage(format!("no job {id}"))),
-            }
-        }
-        Command::Demo => demo(settings).await?,
+        Command::Job { id } => cli::jobs::show(settings, id).await,
+        Command::Demo => cli::demo::run(settings).await,
         Command::Bench { what } => match what {
             BenchCommand::Queue {
                 jobs,
                 latency_samples,
                 large,
-            } => {
-                let admin = app::database_url(settings)?;
-                println!("{}", bench::queue::drain(settings, &admin, jobs).await?);
-                println!(
-                    "{}",
-                    bench::queue::latency(settings, &admin, latency_samples).await?
-                );
-                if large > 0 {
-                    println!("{}", bench::queue::drain(settings, &admin, large).await?);
-                }
-            }
+            } => cli::bench::queue(settings, jobs, latency_samples, large).await,
             BenchCommand::Legacy {
                 messages,
                 concurrency,
             } => {
-                for fail_ratio in [0.0, 0.1] {
-                    println!(
-                        "{}",
-                        jobs::legacy::bench::run(messages, fail_ratio, concurrency).await
-                    );
-                }
+                cli::bench::legacy(messages, concurrency).await;
+                Ok(())
             }
-            BenchCommand::Roster { rows } => {
-                let report = tokio::task::spawn_blocking(move || {
-                    jobs::roster::bench::run(rows).map_err(|e| e.to_string())
-                })
-                .await
-                .map_err(|e| AppError::Usage(e.to_string()))?
-                .map_err(AppError::Usage)?;
-                println!("{report}");
-            }
+            BenchCommand::Roster { rows } => cli::bench::roster(rows).await,
         },
-        Command::Roster { what } => roster(what, settings).await?,
-        Command::PbxSim { listen, scenario } => {
-            let stop = app::shutdown_on_signals();
-            eprintln!("dialout: simulated PBX listening on {listen}");
-            dialout::pbx_sim::run(listen, scenario.as_deref(), async move {
-                stop.cancelled().await
-            })
-            .await
-            .map_err(|e| AppError::Usage(format!("pbx-sim: {e}")))?;
-        }
+        Command::Roster { what } => match what {
+            RosterCommand::Convert {
+                roster,
+                email_domain,
+                format,
+            } => cli::roster::convert(settings, roster, email_domain, format).await,
+            RosterCommand::Fetch { job_id } => cli::roster::fetch(settings, job_id).await,
+        },
+        Command::PbxSim { listen, scenario } => cli::pbx_sim(listen, scenario.as_deref()).await,
     }
-    Ok(())
-}
-
-async fn roster(what: RosterCommand, settings: &mut Settings) -> Result<(), AppError> {
-    use std::io::{IsTerminal, Write};
-    match what {
-        RosterCommand::Convert {
-            roster,
-            email_domain,
-            format,
-        } => {
-            let mut options = jobs::roster_options(settings)?;
-            if let Some(d) = email_domain {
-                options.email_domain = Some(
-                    jobs::roster::EmailDomain::parse(&d)
-                        .map_err(|e| AppError::Usage(e.to_string()))?,
-                );
-            }
-            options.format =
-                serde_json::from_value(Value::String(format.clone())).map_err(|_| {
-                    AppError::Usage(format!("unknown format {format:?}: auto, seed, csv or tsv"))
-                })?;
-            let show_progress = std::io::stderr().is_terminal();
-            let report = tokio::task::spawn_blocking(move || {
-                let stdout = std::io::stdout().lock();
-                jobs::roster::convert_file(
-                    &roster,
-                    std::io::BufWriter::new(stdout),
-                    &options,
-                    show_progress,
-                )
-            })
-            .await
-            .map_err(|e| AppError::Usage(e.to_string()))?
-            .map_err(|e| AppError::Usage(e.to_string()))?;
-            eprintln!("{report}");
-        }
-        RosterCommand::Fetch { job_id } => {
-            let pool = app::pool(settings)?;
-            let row: Option<(String, Option<String>)> = sqlx::query_as(
-                "SELECT status::text, result->>'csv' FROM dialout_queue WHERE id = $1 AND kind = 'roster_import'",
-            )
-            .bind(job_id)
-            .fetch_optional(&pool)
-            .await?;
-            match row {
-                Some((_, Some(csv))) => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(csv.as_bytes())
-                        .and_then(|()| out.flush())
-                        .map_err(|e| AppError::Usage(format!("writing the CSV: {e}")))?;
-                }
-                Some((status, None)) => {
-                    return Err(AppError::Usage(format!(
-                        "roster_import job {job_id} has no CSV (status {status})"
-                    )));
-                }
-                None => return Err(AppError::Usage(format!("no roster_import job {job_id}"))),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A database refusal (say, an INSERT-time validation) as the plain message.
-fn database_message(e: sqlx::Error) -> AppError {
-    match e.as_database_error() {
-        Some(db) => AppError::Usage(db.message().to_owned()),
-        None => AppError::Database(e),
-    }
-}
-
-fn parse_status(s: &str) -> Result<JobStatus, AppError> {
-    [
-        JobStatus::Queued,
-        JobStatus::Trying,
-        JobStatus::Established,
-        JobStatus::Finished,
-        JobStatus::FinishedWithError,
-        JobStatus::Timedout,
-        JobStatus::Cancelled,
-    ]
-    .into_iter()
-    .find(|st| st.as_str() == s)
-    .ok_or_else(|| AppError::Usage(format!("unknown status {s:?}")))
-}
-
-fn print_jobs(rows: &[status::JobRow]) {
-    println!(
-        "{:>8}  {:<15} {:<20} {:>8}  {:<20} last_error / result",
-        "id", "kind", "status", "attempts", "worker"
-    );
-    for j in rows {
-        let detail = j
-            .last_error
-            .clone()
-            .or_else(|| j.result.as_ref().map(Value::to_string))
-            .unwrap_or_default();
-        let detail: String = detail.chars().take(70).collect();
-        println!(
-            "{:>8}  {:<15} {:<20} {:>3} of {:<2}  {:<20} {}",
-            j.id,
-            j.kind,
-            j.status.as_str(),
-            j.attempts,
-            j.max_attempts,
-            j.worker_id.as_deref().unwrap_or("-"),
-            detail
-        );
-    }
-}
-
-/// Sample work for each kind, a worker, and the table once everything has ended.
-async fn demo(settings: &mut Settings) -> Result<(), AppError> {
-    let pool = app::pool(settings)?;
-    queue::migrate(&pool).await?;
-    let batch = uuid::Uuid::new_v4().simple().to_string();
-    // A stand-in legacy host: answers one line and closes.
-    let legacy_host =
-        jobs::legacy::fault_peer::FaultPeer::start(jobs::legacy::fault_peer::FaultMode::EchoLine)
-            .await
-            .map_err(|e| AppError::Usage(format!("cannot start the demo's TCP peer: {e}")))?;
-    let legacy_port = legacy_host.addr().port();
-    let samples: Vec<(&str, Value)> = vec![
-        ("noop", serde_json::json!({"echo": true})),
-        ("noop", serde_json::json!({"sleep_ms": 300})),
-        (
-            "noop",
-            serde_json::json!({"fail": "a permanent failure, on purpose"}),
-        ),
-        (
-            "noop",
-            serde_json::json!({"fail": "a failure that heals never", "retryable": true}),
-        ),
-        (
-            "legacy_message",
-            serde_json::json!({"host": "127.0.0.1", "port": legacy_port, "message": "HELLO LEGACY\n", "delimiter": "\n"}),
-        ),
-        (
-            "roster_import",
-            serde_json::json!({
-                "roster": "1 Pedro Pedroso pedro@example.com Cobranzas\n2 Juan Perez juan@example.com Cobranzas\n3 Juan Gonzalez juang@example.com Cobranzas\n4 Un boludo No tiene Por ahi\n",
-                "email_domain": "example.com"
-            }),
-        ),
-    ];
-    let mut ids = Vec::new();
-    for (kind, payload) in samples {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO dialout_queue (kind, payload, max_attempts, dedup_key) \
-             VALUES ($1, $2, 2, $3) RETURNING id",
-        )
-        .bind(kind)
-        .bind(payload)
-        .bind(format!("demo-{batch}-{}", ids.len()))
-        .fetch_one(&pool)
-        .await?;
-        ids.push(id);
-    }
-    println!("enqueued jobs {ids:?}; running a worker until they end");
-    let mut worker_settings = settings.clone();
-    worker_settings.worker.retry_base_ms = 200;
-    worker_settings.worker.retry_max_ms = 1000;
-    worker_settings.worker.kinds = vec![
-        "noop".into(),
-        "legacy_message".into(),
-        "roster_import".into(),
-    ];
-    let stop = tokio_util::sync::CancellationToken::new();
-    let worker = Worker::new(worker_settings, pool.clone(), jobs::registry(settings)?);
-    let handle = tokio::spawn(worker.run(stop.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM dialout_queue WHERE id = ANY($1) AND ended_at IS NULL",
-        )
-        .bind(&ids)
-        .fetch_one(&pool)
-        .await?;
-        if open == 0 || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.cancel();
-    let _ = handle.await;
-    let mut rows = Vec::new();
-    for id in &ids {
-        if let Some(row) = status::job(&pool, *id).await? {
-            rows.push(row);
-        }
-    }
-    print_jobs(&rows);
-    Ok(())
 }

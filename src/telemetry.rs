@@ -9,14 +9,14 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSection};
 
 /// Installs the global subscriber. `RUST_LOG` overrides `log.level`. Logs go to
 /// stderr so that commands which print results (`dialout jobs`, `roster convert`)
 /// keep stdout clean. Colours only on a terminal (and without `NO_COLOR`): escape codes
 /// have no place in a log file, and styling every job span's fields costs the worker a
 /// quarter of its CPU.
-pub fn init(log: &LogSettings) {
+pub fn init(log: &LogSection) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

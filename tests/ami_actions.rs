@@ -9,7 +9,8 @@ use dialout::ami::actions::{
     self, Action, ActionError, CoreShowChannels, Events, EventsMask, Filter, GenericAction, Hangup,
     Login, Logoff, Originate, OriginateTarget, Ping, Status,
 };
-use dialout::ami::{AmiClient, AmiError, Secret};
+use dialout::ami::{AmiClient, AmiError};
+use dialout::config::SecretString;
 
 const BAD: [&str; 5] = ["a\r\nAction: Hangup", "a\nb", "a\rb", "a\0b", "a\x1bb"];
 
@@ -130,7 +131,7 @@ fn control_characters_refused_in_every_other_action() {
         }));
         let login = |u: &str, s: &str, e: Option<&str>, c: Option<&str>| Login {
             username: u.into(),
-            secret: Secret::new(s),
+            secret: SecretString::from(s),
             events: e.map(str::to_owned),
             challenge: c.map(str::to_owned),
         };
@@ -172,8 +173,9 @@ fn control_characters_refused_in_every_other_action() {
 
 #[test]
 fn secrets_never_print() {
-    let s = Secret::new("dialer-secret");
-    assert_eq!(format!("{s} {s:?}"), "*** ***");
+    // SecretString has no Display, and its Debug is redacted.
+    let s = SecretString::from("dialer-secret");
+    assert!(!format!("{s:?}").contains("dialer-secret"), "{s:?}");
     let l = Login {
         username: "u".into(),
         secret: s,

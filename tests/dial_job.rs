@@ -34,7 +34,7 @@ fn dial_settings(sim: &PbxSim) -> Settings {
     s.ami.host = "127.0.0.1".into();
     s.ami.port = sim.local_addr().port();
     s.ami.username = "dialer".into();
-    s.ami.secret = dialout::config::Secret::new("dialer-secret");
+    s.ami.secret = dialout::config::SecretString::from("dialer-secret");
     s.ami.action_timeout_ms = 2000;
     s.ami.ping_interval_ms = 0;
     s.dial.channel = "Local/{number}@callee".into();
@@ -123,7 +123,10 @@ async fn an_answered_call_is_established_then_finished_with_one_answered_cdr(poo
         c.clid.contains(&c.uniqueid),
         "tagged through the CallerID name: {c:?}"
     );
-    assert!(c.channel.starts_with("Local/+5491155550101@callee-"), "{c:?}");
+    assert!(
+        c.channel.starts_with("Local/+5491155550101@callee-"),
+        "{c:?}"
+    );
     assert_eq!(
         (c.lastapp.as_str(), c.lastdata.as_str()),
         ("Playback", "hello-world")
@@ -158,7 +161,7 @@ async fn each_failure_ends_with_its_status_reason_and_cdr(pool: PgPool) {
     )
     .await;
 
-    let cases: [(i64, &str, &str, &str, Option<i32>, Option<i32>); 6] = [
+    let cases = [
         (
             busy,
             "finished_with_error",

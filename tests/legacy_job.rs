@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use dialout::jobs::legacy::fault_peer::{FaultMode, FaultPeer, refused_addr};
+use dialout::queue::{JobStatus, NewJob};
 use serde_json::json;
 use sqlx::PgPool;
 use support::*;
@@ -58,45 +59,34 @@ async fn a_message_gets_its_reply_and_every_socket_is_closed(pool: PgPool) {
 #[sqlx::test]
 async fn refused_is_retried_then_ends_with_the_reason(pool: PgPool) {
     let addr = refused_addr().unwrap();
-    let worker = start_worker(&pool, legacy_settings());
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO dialout_queue (kind, payload, max_attempts) VALUES ('legacy_message', $1, 2) RETURNING id",
-    )
-    .bind(json!({"host": addr.ip().to_string(), "port": addr.port(), "message": "x"}))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(ended(&pool, id, WAIT).await, "finished_with_error");
-    let (_, attempts, error, result) = row(&pool, id).await;
-    assert_eq!(attempts, 2, "refused can heal: retried");
-    assert_eq!(error.unwrap(), format!("connection refused by {addr}"));
-    assert_eq!(result["error_kind"], "refused");
-    worker.shutdown().await;
+    let payload = json!({"host": addr.ip().to_string(), "port": addr.port(), "message": "x"});
+    let job = NewJob::new("legacy_message", payload).max_attempts(2);
+    let row = run_to_end(&pool, legacy_settings(), job).await;
+    assert_eq!(row.status, JobStatus::FinishedWithError);
+    assert_eq!(row.attempts, 2, "refused can heal: retried");
+    assert_eq!(
+        row.last_error.unwrap(),
+        format!("connection refused by {addr}")
+    );
+    assert_eq!(row.result.unwrap()["error_kind"], "refused");
 }
 
 #[sqlx::test]
 async fn a_silent_host_times_out_and_says_in_which_phase(pool: PgPool) {
     let peer = FaultPeer::start(FaultMode::Silent).await.unwrap();
     let addr = peer.addr();
-    let worker = start_worker(&pool, legacy_settings());
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO dialout_queue (kind, payload, max_attempts) VALUES ('legacy_message', $1, 1) RETURNING id",
-    )
-    .bind(json!({"host": addr.ip().to_string(), "port": addr.port(), "message": "hello?\n", "delimiter": "\n", "reply_timeout_ms": 200}))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(ended(&pool, id, WAIT).await, "timedout");
-    let (_, _, error, result) = row(&pool, id).await;
+    let payload = json!({"host": addr.ip().to_string(), "port": addr.port(), "message": "hello?\n", "delimiter": "\n", "reply_timeout_ms": 200});
+    let job = NewJob::new("legacy_message", payload).max_attempts(1);
+    let row = run_to_end(&pool, legacy_settings(), job).await;
+    assert_eq!(row.status, JobStatus::Timedout);
     assert!(
-        error
+        row.last_error
             .unwrap()
             .starts_with("timed out after 200 ms while reading the reply")
     );
-    assert_eq!(result["timeout_phase"], "reading the reply");
+    assert_eq!(row.result.unwrap()["timeout_phase"], "reading the reply");
     let (counts, all_closed) = peer.wait_closed(1, WAIT).await;
     assert!(all_closed, "the timed-out socket was closed: {counts:?}");
-    worker.shutdown().await;
 }
 
 #[sqlx::test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dialout::jobs::legacy::{Framing, LegacyRequest, PayloadError, PrefixWidth};
+use dialout::jobs::legacy::{Framing, LegacyPayloadError, LegacyRequest, PrefixWidth};
 use serde_json::{Value, json};
 
 fn ok(v: Value) -> LegacyRequest {
@@ -264,7 +264,7 @@ fn invalid_payloads_say_what_is_wrong() {
 fn payload_error_is_a_typed_enum() {
     assert_eq!(
         LegacyRequest::parse(&json!({"host": "h", "port": 1})),
-        Err(PayloadError::NoMessage)
+        Err(LegacyPayloadError::NoMessage)
     );
     let r = ok(json!({"host": "h", "port": 1, "message": "x", "reply_timeout_ms": 250}));
     // Timeouts are not public getters; the Debug form shows them for this check.

@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use dialout::queue::{JobStatus, NewJob};
 use serde_json::json;
 use sqlx::PgPool;
 use support::*;
@@ -44,40 +45,20 @@ async fn an_inserted_job_runs_and_finishes(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_permanent_failure_ends_with_its_reason(pool: PgPool) {
-    let worker = start_worker(&pool, settings());
-    let id = enqueue(&pool, "noop", json!({"fail": "the far end said no"})).await;
-    assert_eq!(ended(&pool, id, WAIT).await, "finished_with_error");
-    let (attempts, error): (i32, String) =
-        sqlx::query_as("SELECT attempts, last_error FROM dialout_queue WHERE id = $1")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(attempts, 1, "a permanent error is not retried");
-    assert_eq!(error, "the far end said no");
-    worker.shutdown().await;
+    let job = NewJob::new("noop", json!({"fail": "the far end said no"}));
+    let row = run_to_end(&pool, settings(), job).await;
+    assert_eq!(row.status, JobStatus::FinishedWithError);
+    assert_eq!(row.attempts, 1, "a permanent error is not retried");
+    assert_eq!(row.last_error.as_deref(), Some("the far end said no"));
 }
 
 #[sqlx::test]
 async fn a_retryable_failure_is_retried_until_max_attempts(pool: PgPool) {
-    let worker = start_worker(&pool, settings());
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO dialout_queue (kind, payload, max_attempts) \
-         VALUES ('noop', '{\"fail\": \"flaky\", \"retryable\": true}', 3) RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(ended(&pool, id, WAIT).await, "finished_with_error");
-    let (attempts, error): (i32, String) =
-        sqlx::query_as("SELECT attempts, last_error FROM dialout_queue WHERE id = $1")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(attempts, 3);
-    assert_eq!(error, "flaky");
-    worker.shutdown().await;
+    let job = NewJob::new("noop", json!({"fail": "flaky", "retryable": true})).max_attempts(3);
+    let row = run_to_end(&pool, settings(), job).await;
+    assert_eq!(row.status, JobStatus::FinishedWithError);
+    assert_eq!(row.attempts, 3);
+    assert_eq!(row.last_error.as_deref(), Some("flaky"));
 }
 
 #[sqlx::test]

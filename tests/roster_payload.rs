@@ -1,7 +1,8 @@
 //! The `roster_import` job payload.
 
 use dialout::jobs::roster::{
-    ConvertError, ConvertOptions, EmailDomain, Format, PayloadError, RosterPayload, RosterSource,
+    ConvertError, ConvertOptions, EmailDomain, Format, RosterPayload, RosterPayloadError,
+    RosterSource,
 };
 use serde_json::json;
 
@@ -33,9 +34,12 @@ fn inline_roster_with_overrides() {
 #[test]
 fn exactly_one_source() {
     let both = RosterPayload::parse(&json!({"roster": "x", "path": "/tmp/x"}));
-    assert!(matches!(both, Err(PayloadError::Source("both"))));
+    assert!(matches!(both, Err(RosterPayloadError::Source("both"))));
     let neither = RosterPayload::parse(&json!({"format": "csv"}));
-    assert!(matches!(neither, Err(PayloadError::Source("neither"))));
+    assert!(matches!(
+        neither,
+        Err(RosterPayloadError::Source("neither"))
+    ));
     let e = neither.expect_err("error");
     assert!(e.to_string().contains("exactly one of"), "{e}");
 }
@@ -48,9 +52,9 @@ fn shape_errors_are_clear() {
     assert!(e.to_string().contains("unknown field `pasword`"), "{e}");
     let e = RosterPayload::parse(&json!({"roster": "x", "email_domain": "no domain"}))
         .expect_err("bad");
-    assert!(matches!(e, PayloadError::EmailDomain(_)), "{e}");
+    assert!(matches!(e, RosterPayloadError::EmailDomain(_)), "{e}");
     let e = RosterPayload::parse(&json!(["roster"])).expect_err("bad");
-    assert!(matches!(e, PayloadError::Shape(_)), "{e}");
+    assert!(matches!(e, RosterPayloadError::Shape(_)), "{e}");
 }
 
 #[test]

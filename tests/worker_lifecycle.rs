@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dialout::config::{KindSettings, Settings};
+use dialout::config::{KindSection, Settings};
 use dialout::queue::{self, RescueSettings, Rescuer};
 use dialout::worker::{
     JobContext, JobHandler, KindError, Outcome, Readiness, ReadinessSender, Registry, Worker,
@@ -86,7 +86,7 @@ fn settings_for(kinds: &[&str]) -> Settings {
     for k in kinds {
         s.kinds
             .entry(k.to_string())
-            .or_insert(KindSettings { concurrency: 4 });
+            .or_insert(KindSection { concurrency: 4 });
     }
     s
 }

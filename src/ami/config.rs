@@ -4,39 +4,7 @@ use std::time::Duration;
 
 use super::actions::{EventsMask, Filter, LoginAuth};
 use super::codec::{DEFAULT_MAX_LINES, DEFAULT_MAX_MESSAGE_BYTES};
-
-/// A credential that never prints: Debug and Display show `***`, so it cannot leak into logs.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The clear text, for the one place that needs it (the Login action).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
+use crate::config::SecretString;
 
 /// Everything the AMI client needs to connect and stay connected.
 #[derive(Debug, Clone)]
@@ -44,7 +12,7 @@ pub struct AmiConfig {
     pub host: String,
     pub port: u16,
     pub username: String,
-    pub secret: Secret,
+    pub secret: SecretString,
     pub auth: LoginAuth,
     /// `Events:` sent with Login. Asking for less is the first filter.
     pub events: EventsMask,
@@ -72,7 +40,7 @@ impl Default for AmiConfig {
             host: "127.0.0.1".into(),
             port: 5038,
             username: String::new(),
-            secret: Secret::default(),
+            secret: SecretString::default(),
             auth: LoginAuth::Plain,
             events: EventsMask::default(),
             filters: Vec::new(),

@@ -19,7 +19,7 @@ pub mod subscriber;
 pub use actions::{Action, ActionError, Originate};
 pub use client::{AmiClient, OriginateQueued};
 pub use codec::{AmiCodec, CodecError};
-pub use config::{AmiConfig, Secret};
+pub use config::AmiConfig;
 pub use connection::Reply;
 pub use error::AmiError;
 pub use event::Event;

@@ -156,10 +156,8 @@ pub async fn drain(
     jobs: u64,
 ) -> Result<DrainReport, sqlx::Error> {
     let (db, pool) = migrated_scratch_db(settings, admin_url).await?;
-    sqlx::query("INSERT INTO dialout_queue (kind) SELECT 'noop' FROM generate_series(1, $1)")
-        .bind(jobs as i64)
-        .execute(&pool)
-        .await?;
+    let noop = queue::NewJob::new("noop", serde_json::json!({}));
+    queue::enqueue_many(&pool, &vec![noop; jobs as usize]).await?;
     sqlx::query("VACUUM ANALYZE dialout_queue")
         .execute(&pool)
         .await?;
@@ -256,9 +254,7 @@ pub async fn latency(
     // Let the worker settle (LISTEN connected) before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for _ in 0..samples {
-        sqlx::query("INSERT INTO dialout_queue (kind) VALUES ('noop')")
-            .execute(&pool)
-            .await?;
+        queue::enqueue(&pool, &queue::NewJob::new("noop", serde_json::json!({}))).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -6,7 +6,7 @@ pub mod legacy;
 pub mod noop;
 pub mod roster;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, ExposeSecret, Settings};
 use crate::worker::Registry;
 
 /// Every kind this build can run. Which ones a replica leases is `worker.kinds`.
@@ -38,8 +38,8 @@ pub fn roster_options(settings: &Settings) -> Result<roster::ConvertOptions, Con
             .then(|| roster::EmailDomain::parse(&r.email_domain))
             .transpose()
             .map_err(|e| rule("email_domain", &e))?,
-        initial_password: (!r.initial_password.is_empty())
-            .then(|| roster::InitialPassword::parse(r.initial_password.expose()))
+        initial_password: (!r.initial_password.expose_secret().is_empty())
+            .then(|| roster::InitialPassword::parse(r.initial_password.expose_secret()))
             .transpose()
             .map_err(|e| rule("initial_password", &e))?,
         roster_dir: (!r.roster_dir.is_empty()).then(|| r.roster_dir.clone().into()),

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SimState;
 use super::render::{self, Parsed, Vars};
-use super::scenario::{Outcome, outcome_for_channel};
+use super::scenario::{CallOutcome, outcome_for_channel};
 use super::session::response;
 use crate::ami::message::Message;
 
@@ -78,7 +78,7 @@ fn parse_caller_id(cid: &str) -> (String, String) {
 fn plan(
     state: &SimState,
     m: &Message,
-    outcome: &Outcome,
+    outcome: &CallOutcome,
     identity: Option<(String, String, Option<String>)>,
 ) -> Plan {
     let req = m.get("Channel").unwrap_or("").to_owned();
@@ -110,7 +110,7 @@ fn plan(
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     let channel_id = m.get("ChannelId").map(str::to_owned);
-    let has_channels = !matches!(outcome, Outcome::InvalidTech);
+    let has_channels = !matches!(outcome, CallOutcome::InvalidTech);
     let (uid1, uid2) = match (&channel_id, m.get("OtherChannelId")) {
         (Some(a), Some(b)) => (a.clone(), b.to_owned()),
         (Some(a), None) => (a.clone(), format!("{a};2")),
@@ -148,7 +148,7 @@ fn plan(
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(30_000);
     let (parsed, phases, answered_from, drop_origin_after) = match outcome {
-        Outcome::Answer { hangup_after } => {
+        CallOutcome::Answer { hangup_after } => {
             let h = sc(*hangup_after);
             (
                 render::answer(),
@@ -157,13 +157,13 @@ fn plan(
                 None,
             )
         }
-        Outcome::DropConnection { after } => (
+        CallOutcome::DropConnection { after } => (
             render::answer(),
             vec![Duration::ZERO, ms(502), ms(60_000)],
             Some(0),
             Some(sc(*after)),
         ),
-        Outcome::SlowAnswer { ring, hangup_after } => {
+        CallOutcome::SlowAnswer { ring, hangup_after } => {
             let (r, h) = (sc(*ring), sc(*hangup_after));
             (
                 render::slow_answer(),
@@ -172,22 +172,22 @@ fn plan(
                 None,
             )
         }
-        Outcome::Busy => (render::busy(), vec![Duration::ZERO], None, None),
-        Outcome::Congestion => (render::congestion(), vec![Duration::ZERO], None, None),
-        Outcome::NoAnswer => (
+        CallOutcome::Busy => (render::busy(), vec![Duration::ZERO], None, None),
+        CallOutcome::Congestion => (render::congestion(), vec![Duration::ZERO], None, None),
+        CallOutcome::NoAnswer => (
             render::noanswer(),
             vec![Duration::ZERO, ms(timeout)],
             None,
             None,
         ),
-        Outcome::Reject { ring } => (
+        CallOutcome::Reject { ring } => (
             render::reject(),
             vec![Duration::ZERO, sc(*ring)],
             None,
             None,
         ),
-        Outcome::Nonexistent => (render::nonexistent(), vec![Duration::ZERO], None, None),
-        Outcome::InvalidTech => (render::invalid_tech(), vec![Duration::ZERO], None, None),
+        CallOutcome::Nonexistent => (render::nonexistent(), vec![Duration::ZERO], None, None),
+        CallOutcome::InvalidTech => (render::invalid_tech(), vec![Duration::ZERO], None, None),
     };
     Plan {
         parsed,

@@ -56,7 +56,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use scenario::{Faults, Outcome, apply_scenario, outcome_for_channel};
+pub use scenario::{CallOutcome, Faults, apply_scenario, outcome_for_channel};
 
 /// An AMI account of the simulator.
 #[derive(Debug, Clone)]

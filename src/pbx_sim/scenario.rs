@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// The outcome the simulated callee produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CallOutcome {
     /// Answer at once; the callee hangs up after `hangup_after`.
     Answer {
         hangup_after: Duration,
@@ -33,16 +33,16 @@ pub enum Outcome {
 }
 
 /// Parses the dialled channel. See the module doc of [`crate::pbx_sim`] for the grammar.
-pub fn outcome_for_channel(channel: &str) -> Outcome {
+pub fn outcome_for_channel(channel: &str) -> CallOutcome {
     let Some((tech, data)) = channel.split_once('/') else {
-        return Outcome::InvalidTech;
+        return CallOutcome::InvalidTech;
     };
     if !tech.eq_ignore_ascii_case("Local") {
-        return Outcome::InvalidTech;
+        return CallOutcome::InvalidTech;
     }
     let (exten, context) = data.split_once('@').unwrap_or((data, "default"));
     if context != "callee" {
-        return Outcome::Nonexistent;
+        return CallOutcome::Nonexistent;
     }
     let mut parts = exten.split('_');
     let kind = parts.next().unwrap_or("");
@@ -50,25 +50,25 @@ pub fn outcome_for_channel(channel: &str) -> Outcome {
         Duration::from_millis(parts.next().and_then(|p| p.parse().ok()).unwrap_or(default))
     };
     match kind {
-        "answer" => Outcome::Answer {
+        "answer" => CallOutcome::Answer {
             hangup_after: arg(1922),
         },
-        "long-answer" => Outcome::Answer {
+        "long-answer" => CallOutcome::Answer {
             hangup_after: arg(30_000),
         },
         "slow-answer" => {
             let ring = arg(2000);
-            Outcome::SlowAnswer {
+            CallOutcome::SlowAnswer {
                 ring,
                 hangup_after: arg(1922),
             }
         }
-        "busy" => Outcome::Busy,
-        "congestion" => Outcome::Congestion,
-        "noanswer" => Outcome::NoAnswer,
-        "reject" => Outcome::Reject { ring: arg(1000) },
-        "drop" => Outcome::DropConnection { after: arg(500) },
-        _ => Outcome::Nonexistent,
+        "busy" => CallOutcome::Busy,
+        "congestion" => CallOutcome::Congestion,
+        "noanswer" => CallOutcome::NoAnswer,
+        "reject" => CallOutcome::Reject { ring: arg(1000) },
+        "drop" => CallOutcome::DropConnection { after: arg(500) },
+        _ => CallOutcome::Nonexistent,
     }
 }
 

@@ -4,6 +4,7 @@
 //! on the worker side: leasing, heartbeats, fenced completion, rescue and retention.
 
 mod complete;
+mod enqueue;
 mod lease;
 mod maintenance;
 mod notify;
@@ -17,6 +18,7 @@ use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 pub use complete::{Completer, CompleterSettings, Completion, CompletionHook, WriteResult};
+pub use enqueue::{NewJob, enqueue, enqueue_many};
 pub use lease::{Heartbeat, lease_jobs, release_batch};
 pub use maintenance::{
     RescueCounts, RescueSettings, Rescuer, Retention, RetentionSettings, prune_finished,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Shared, StopReason};
-use crate::config::WorkerSettings;
+use crate::config::WorkerSection;
 use crate::queue::Heartbeat;
 
 #[derive(Debug, Clone, Copy)]
@@ -19,8 +19,8 @@ pub(super) struct HeartbeatSettings {
     pub(super) retry: Duration,
 }
 
-impl From<&WorkerSettings> for HeartbeatSettings {
-    fn from(w: &WorkerSettings) -> Self {
+impl From<&WorkerSection> for HeartbeatSettings {
+    fn from(w: &WorkerSection) -> Self {
         let every = w.heartbeat();
         Self {
             lease: w.lease(),

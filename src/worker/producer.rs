@@ -12,7 +12,7 @@ use super::Shared;
 use super::kind::Readiness;
 use super::leases::KindSlot;
 use crate::backoff::Backoff;
-use crate::config::WorkerSettings;
+use crate::config::WorkerSection;
 use crate::queue::{self, LeasedJob};
 
 /// How a producer leases.
@@ -27,8 +27,8 @@ pub(super) struct ProducerSettings {
     pub(super) reconnect: Backoff,
 }
 
-impl From<&WorkerSettings> for ProducerSettings {
-    fn from(w: &WorkerSettings) -> Self {
+impl From<&WorkerSection> for ProducerSettings {
+    fn from(w: &WorkerSection) -> Self {
         Self {
             lease: w.lease(),
             batch: w.lease_batch,

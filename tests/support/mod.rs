@@ -9,22 +9,33 @@ use std::future::Future;
 use std::time::Duration;
 
 use dialout::config::Settings;
+use dialout::queue::status::JobRow;
+use dialout::queue::{self, NewJob};
 use dialout::worker::{RunSummary, Worker};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-/// Defaults with everything short, so tests wait milliseconds, not minutes.
+/// The short timings every test worker runs with, in-process ([`settings`]) or as a
+/// process ([`WorkerProcess`]), so tests wait milliseconds, not minutes. Written once,
+/// as the environment a `dialout worker` reads.
+pub const SHORT_TIMINGS: &[(&str, &str)] = &[
+    ("DIALOUT__WORKER__LEASE_MS", "1000"),
+    ("DIALOUT__WORKER__POLL_INTERVAL_MS", "100"),
+    ("DIALOUT__WORKER__RESCUE_INTERVAL_MS", "200"),
+    ("DIALOUT__WORKER__SHUTDOWN_GRACE_MS", "2000"),
+    ("DIALOUT__WORKER__RETRY_BASE_MS", "20"),
+    ("DIALOUT__WORKER__RETRY_MAX_MS", "200"),
+    ("DIALOUT__WORKER__RECONNECT_MIN_MS", "20"),
+    ("DIALOUT__WORKER__RECONNECT_MAX_MS", "300"),
+];
+
+/// Defaults with [`SHORT_TIMINGS`], leasing `noop` only, migrations left to
+/// `#[sqlx::test]`, nothing pruned.
 pub fn settings() -> Settings {
-    let mut s =
-        Settings::load_with_env(None, Vec::<(String, String)>::new()).expect("defaults load");
-    s.worker.lease_ms = 1000;
-    s.worker.poll_interval_ms = 100;
-    s.worker.rescue_interval_ms = 200;
-    s.worker.shutdown_grace_ms = 2000;
-    s.worker.retry_base_ms = 20;
-    s.worker.retry_max_ms = 200;
-    s.worker.reconnect_min_ms = 20;
-    s.worker.reconnect_max_ms = 300;
+    let env = SHORT_TIMINGS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    let mut s = Settings::load_with_env(None, env).expect("defaults load");
     s.worker.kinds = vec!["noop".into()];
     s.worker.migrate_on_start = false;
     s.retention.keep_hours = 0;
@@ -142,13 +153,34 @@ pub async fn insert_refused(pool: &PgPool, kind: &str, payload: &serde_json::Val
         .to_owned()
 }
 
+/// Enqueues through the library (`dialout::queue::enqueue`); the new job's id.
 pub async fn enqueue(pool: &PgPool, kind: &str, payload: serde_json::Value) -> i64 {
-    sqlx::query_scalar("INSERT INTO dialout_queue (kind, payload) VALUES ($1, $2) RETURNING id")
-        .bind(kind)
-        .bind(payload)
-        .fetch_one(pool)
+    enqueue_job(pool, NewJob::new(kind, payload)).await
+}
+
+/// Like [`enqueue`], with the job's other columns.
+pub async fn enqueue_job(pool: &PgPool, job: NewJob) -> i64 {
+    queue::enqueue(pool, &job)
         .await
         .expect("enqueue")
+        .expect("no job with this dedup_key yet")
+}
+
+/// A spec in one call: a worker with `settings` (plus `job`'s kind, if missing) runs
+/// `job`, enqueued through the library, to its end; the job's final row. The worker is
+/// stopped before this returns.
+pub async fn run_to_end(pool: &PgPool, mut settings: Settings, job: NewJob) -> JobRow {
+    if !settings.worker.kinds.contains(&job.kind) {
+        settings.worker.kinds.push(job.kind.clone());
+    }
+    let worker = start_worker(pool, settings);
+    let id = enqueue_job(pool, job).await;
+    ended(pool, id, Duration::from_secs(30)).await;
+    worker.shutdown().await;
+    queue::status::job(pool, id)
+        .await
+        .expect("query")
+        .expect("the job's row")
 }
 
 /// The URL of the test's own database (the one `#[sqlx::test]` made).
@@ -161,7 +193,7 @@ pub async fn db_url(pool: &PgPool) -> String {
     dialout::bench::queue::with_database(&base, &name)
 }
 
-/// A `dialout worker` process with short leases; stderr is collected line by line.
+/// A `dialout worker` process with [`SHORT_TIMINGS`]; stderr is collected line by line.
 pub struct WorkerProcess {
     pub child: std::process::Child,
     pub id: String,
@@ -178,14 +210,7 @@ impl WorkerProcess {
             .env("DATABASE_URL", url)
             .env("DIALOUT__WORKER__ID", id)
             .env("DIALOUT__WORKER__KINDS", "noop")
-            .env("DIALOUT__WORKER__LEASE_MS", "1000")
-            .env("DIALOUT__WORKER__POLL_INTERVAL_MS", "100")
-            .env("DIALOUT__WORKER__RESCUE_INTERVAL_MS", "200")
-            .env("DIALOUT__WORKER__RETRY_BASE_MS", "20")
-            .env("DIALOUT__WORKER__RETRY_MAX_MS", "200")
-            .env("DIALOUT__WORKER__RECONNECT_MIN_MS", "20")
-            .env("DIALOUT__WORKER__RECONNECT_MAX_MS", "300")
-            .env("DIALOUT__WORKER__SHUTDOWN_GRACE_MS", "3000")
+            .envs(SHORT_TIMINGS.iter().copied())
             .env("DIALOUT__LOG__LEVEL", "info")
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")

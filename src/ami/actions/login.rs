@@ -1,7 +1,7 @@
 use md5::{Digest, Md5};
 
 use super::{Action, ActionError, ActionWriter};
-use crate::ami::config::Secret;
+use crate::config::{ExposeSecret, SecretString};
 
 /// How to prove who we are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub enum LoginAuth {
 #[derive(Debug, Clone)]
 pub struct Login {
     pub username: String,
-    pub secret: Secret,
+    pub secret: SecretString,
     /// `Events:` mask sent with the login (`None` = the account's default).
     pub events: Option<String>,
     /// `Some(challenge)` for the MD5 form.
@@ -33,11 +33,11 @@ impl Action for Login {
         w.field("Username", &self.username)?;
         match &self.challenge {
             None => {
-                w.field("Secret", self.secret.expose())?;
+                w.field("Secret", self.secret.expose_secret())?;
             }
             Some(c) => {
                 w.field("AuthType", "MD5")?;
-                w.field("Key", &md5_key(c, self.secret.expose()))?;
+                w.field("Key", &md5_key(c, self.secret.expose_secret()))?;
             }
         }
         w.opt("Events", self.events.as_deref())?;

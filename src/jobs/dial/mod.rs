@@ -72,7 +72,7 @@ pub fn ami_config(s: &Settings) -> AmiConfig {
         host: a.host.clone(),
         port: a.port,
         username: a.username.clone(),
-        secret: crate::ami::Secret::new(a.secret.expose()),
+        secret: a.secret.clone(),
         action_timeout: Duration::from_millis(a.action_timeout_ms),
         connect_timeout: Duration::from_millis(a.connect_timeout_ms),
         ping_interval: (a.ping_interval_ms > 0).then(|| Duration::from_millis(a.ping_interval_ms)),

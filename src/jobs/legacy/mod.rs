@@ -60,6 +60,7 @@ pub use client::{LegacyClient, LegacyReply, LegacySettings};
 pub use error::{LegacyError, Phase};
 pub use job::LegacyMessage;
 pub use payload::{
-    Framing, LegacyRequest, LegacyTarget, MAX_DELIMITER_BYTES, MAX_FIXED_REPLY_BYTES, MAX_HOST_LEN,
-    MAX_MESSAGE_BYTES, MAX_TIMEOUT_MS, PAYLOAD_KEYS, PayloadError, PrefixWidth,
+    Framing, LegacyPayloadError, LegacyRequest, LegacyTarget, MAX_DELIMITER_BYTES,
+    MAX_FIXED_REPLY_BYTES, MAX_HOST_LEN, MAX_MESSAGE_BYTES, MAX_TIMEOUT_MS, PAYLOAD_KEYS,
+    PrefixWidth,
 };

@@ -57,7 +57,7 @@ const FRAMING_KEYS: [&str; 5] = [
 /// Why a payload was refused. The text is meant for the application developer who wrote
 /// the INSERT, so each variant names the key and what would have been accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PayloadError {
+pub enum LegacyPayloadError {
     #[error("payload must be a JSON object, got {0}")]
     NotAnObject(&'static str),
     #[error("unknown key \"{0}\" (allowed: {allowed})", allowed = PAYLOAD_KEYS.join(", "))]
@@ -117,13 +117,13 @@ impl LegacyTarget {
     /// Checks the host's syntax and the port's range.
     ///
     /// # Errors
-    /// [`PayloadError::BadHost`] or [`PayloadError::OutOfRange`].
-    pub fn parse(host: &str, port: u64) -> Result<Self, PayloadError> {
+    /// [`LegacyPayloadError::BadHost`] or [`LegacyPayloadError::OutOfRange`].
+    pub fn parse(host: &str, port: u64) -> Result<Self, LegacyPayloadError> {
         let host = parse_host(host)?;
         let port = match u16::try_from(port) {
             Ok(p) if p != 0 => p,
             _ => {
-                return Err(PayloadError::OutOfRange {
+                return Err(LegacyPayloadError::OutOfRange {
                     key: "port",
                     value: port.to_string(),
                     min: 1,
@@ -209,21 +209,21 @@ impl LegacyRequest {
     /// Parses a payload; see the module doc of [`crate::jobs::legacy`] for the shape.
     ///
     /// # Errors
-    /// The first rule the payload breaks, as a [`PayloadError`] whose text names the key.
-    pub fn parse(payload: &Value) -> Result<Self, PayloadError> {
+    /// The first rule the payload breaks, as a [`LegacyPayloadError`] whose text names the key.
+    pub fn parse(payload: &Value) -> Result<Self, LegacyPayloadError> {
         let obj = payload
             .as_object()
-            .ok_or(PayloadError::NotAnObject(type_name(payload)))?;
+            .ok_or(LegacyPayloadError::NotAnObject(type_name(payload)))?;
         if let Some(key) = obj.keys().find(|k| !PAYLOAD_KEYS.contains(&k.as_str())) {
-            return Err(PayloadError::UnknownKey(key.clone()));
+            return Err(LegacyPayloadError::UnknownKey(key.clone()));
         }
-        let host = opt_str(obj, "host")?.ok_or(PayloadError::Missing("host"))?;
-        let port = opt_u64(obj, "port")?.ok_or(PayloadError::Missing("port"))?;
+        let host = opt_str(obj, "host")?.ok_or(LegacyPayloadError::Missing("host"))?;
+        let port = opt_u64(obj, "port")?.ok_or(LegacyPayloadError::Missing("port"))?;
         let target = LegacyTarget::parse(host, port)?;
 
         let message = match (opt_str(obj, "message")?, opt_str(obj, "message_base64")?) {
-            (Some(_), Some(_)) => return Err(PayloadError::BothMessages),
-            (None, None) => return Err(PayloadError::NoMessage),
+            (Some(_), Some(_)) => return Err(LegacyPayloadError::BothMessages),
+            (None, None) => return Err(LegacyPayloadError::NoMessage),
             (Some(text), None) => Bytes::copy_from_slice(text.as_bytes()),
             (None, Some(b64)) => decode_b64("message_base64", b64)?,
         };
@@ -233,7 +233,7 @@ impl LegacyRequest {
             } else {
                 "message_base64"
             };
-            return Err(PayloadError::TooLong {
+            return Err(LegacyPayloadError::TooLong {
                 key,
                 len: message.len(),
                 max: MAX_MESSAGE_BYTES,
@@ -248,14 +248,16 @@ impl LegacyRequest {
             .collect();
         if !expect_reply {
             if let Some(key) = framing_keys.first() {
-                return Err(PayloadError::NoReplyExpected(key));
+                return Err(LegacyPayloadError::NoReplyExpected(key));
             }
             if obj.contains_key("reply_timeout_ms") {
-                return Err(PayloadError::NoReplyExpected("reply_timeout_ms"));
+                return Err(LegacyPayloadError::NoReplyExpected("reply_timeout_ms"));
             }
         }
         if framing_keys.len() > 1 {
-            return Err(PayloadError::ConflictingFraming(framing_keys.join(" and ")));
+            return Err(LegacyPayloadError::ConflictingFraming(
+                framing_keys.join(" and "),
+            ));
         }
         let framing = if expect_reply {
             Some(parse_framing(obj, framing_keys.first().copied())?)
@@ -300,12 +302,15 @@ impl LegacyRequest {
     }
 }
 
-fn parse_framing(obj: &Map<String, Value>, key: Option<&str>) -> Result<Framing, PayloadError> {
+fn parse_framing(
+    obj: &Map<String, Value>,
+    key: Option<&str>,
+) -> Result<Framing, LegacyPayloadError> {
     Ok(match key {
         None => Framing::UntilClose,
         Some("until_close") => match opt_bool(obj, "until_close")? {
             Some(true) => Framing::UntilClose,
-            _ => return Err(PayloadError::UntilCloseFalse),
+            _ => return Err(LegacyPayloadError::UntilCloseFalse),
         },
         Some("delimiter") => {
             let text = opt_str(obj, "delimiter")?.unwrap_or_default();
@@ -319,7 +324,7 @@ fn parse_framing(obj: &Map<String, Value>, key: Option<&str>) -> Result<Framing,
             let width = match obj.get("length_prefix") {
                 Some(v) if v.is_number() => v.as_u64(),
                 Some(v) => {
-                    return Err(PayloadError::WrongType {
+                    return Err(LegacyPayloadError::WrongType {
                         key: "length_prefix",
                         expected: "an integer (1, 2 or 4)",
                         got: type_name(v),
@@ -336,14 +341,14 @@ fn parse_framing(obj: &Map<String, Value>, key: Option<&str>) -> Result<Framing,
                         .get("length_prefix")
                         .map(Value::to_string)
                         .unwrap_or_default();
-                    return Err(PayloadError::BadPrefixWidth(shown));
+                    return Err(LegacyPayloadError::BadPrefixWidth(shown));
                 }
             }
         }
         Some(_max_bytes) => {
             let n = opt_u64(obj, "max_bytes")?.unwrap_or(0);
             if !(1..=MAX_FIXED_REPLY_BYTES).contains(&n) {
-                return Err(PayloadError::OutOfRange {
+                return Err(LegacyPayloadError::OutOfRange {
                     key: "max_bytes",
                     value: n.to_string(),
                     min: 1,
@@ -356,12 +361,12 @@ fn parse_framing(obj: &Map<String, Value>, key: Option<&str>) -> Result<Framing,
     })
 }
 
-fn delimiter(key: &'static str, bytes: Bytes) -> Result<Framing, PayloadError> {
+fn delimiter(key: &'static str, bytes: Bytes) -> Result<Framing, LegacyPayloadError> {
     if bytes.is_empty() {
-        return Err(PayloadError::Empty(key));
+        return Err(LegacyPayloadError::Empty(key));
     }
     if bytes.len() > MAX_DELIMITER_BYTES {
-        return Err(PayloadError::TooLong {
+        return Err(LegacyPayloadError::TooLong {
             key,
             len: bytes.len(),
             max: MAX_DELIMITER_BYTES,
@@ -370,20 +375,20 @@ fn delimiter(key: &'static str, bytes: Bytes) -> Result<Framing, PayloadError> {
     Ok(Framing::Delimiter(bytes))
 }
 
-fn parse_host(host: &str) -> Result<String, PayloadError> {
+fn parse_host(host: &str) -> Result<String, LegacyPayloadError> {
     if host.is_empty() {
-        return Err(PayloadError::BadHost("must not be empty".into()));
+        return Err(LegacyPayloadError::BadHost("must not be empty".into()));
     }
     if host.parse::<IpAddr>().is_ok() {
         return Ok(host.to_owned());
     }
     if host.starts_with('[') {
-        return Err(PayloadError::BadHost(
+        return Err(LegacyPayloadError::BadHost(
             "is a bracketed address; give IPv6 addresses without brackets".into(),
         ));
     }
     if host.len() > MAX_HOST_LEN {
-        return Err(PayloadError::BadHost(format!(
+        return Err(LegacyPayloadError::BadHost(format!(
             "is {} characters, at most {MAX_HOST_LEN} allowed",
             host.len()
         )));
@@ -395,13 +400,13 @@ fn parse_host(host: &str) -> Result<String, PayloadError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if label.is_empty() || label.len() > 63 || !ok_chars {
-            return Err(PayloadError::BadHost(format!(
+            return Err(LegacyPayloadError::BadHost(format!(
                 "\"{host}\" is neither an IP address nor a host name \
                  (dot-separated labels of 1 to 63 letters, digits, '-' or '_')"
             )));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(PayloadError::BadHost(format!(
+            return Err(LegacyPayloadError::BadHost(format!(
                 "\"{host}\": a label may not start or end with '-'"
             )));
         }
@@ -410,17 +415,17 @@ fn parse_host(host: &str) -> Result<String, PayloadError> {
     // An all-numeric last label is what a mistyped IPv4 address ("10.0.0.300") looks like;
     // no top-level domain is numeric, so refuse it instead of sending it to DNS.
     if last.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(PayloadError::BadHost(format!(
+        return Err(LegacyPayloadError::BadHost(format!(
             "\"{host}\" is not a valid IP address, and a host name cannot end in a numeric label"
         )));
     }
     Ok(host.to_owned())
 }
 
-fn decode_b64(key: &'static str, text: &str) -> Result<Bytes, PayloadError> {
+fn decode_b64(key: &'static str, text: &str) -> Result<Bytes, LegacyPayloadError> {
     // Refuse before decoding what could only decode to more than we would ever accept.
     if text.len() / 4 * 3 > MAX_MESSAGE_BYTES + 3 {
-        return Err(PayloadError::TooLong {
+        return Err(LegacyPayloadError::TooLong {
             key,
             len: text.len() / 4 * 3,
             max: MAX_MESSAGE_BYTES,
@@ -429,7 +434,7 @@ fn decode_b64(key: &'static str, text: &str) -> Result<Bytes, PayloadError> {
     STANDARD
         .decode(text)
         .map(Bytes::from)
-        .map_err(|e| PayloadError::BadBase64 {
+        .map_err(|e| LegacyPayloadError::BadBase64 {
             key,
             reason: e.to_string(),
         })
@@ -438,11 +443,11 @@ fn decode_b64(key: &'static str, text: &str) -> Result<Bytes, PayloadError> {
 fn opt_timeout(
     obj: &Map<String, Value>,
     key: &'static str,
-) -> Result<Option<Duration>, PayloadError> {
+) -> Result<Option<Duration>, LegacyPayloadError> {
     match opt_u64(obj, key)? {
         None => Ok(None),
         Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
-        Some(ms) => Err(PayloadError::OutOfRange {
+        Some(ms) => Err(LegacyPayloadError::OutOfRange {
             key,
             value: ms.to_string(),
             min: 1,
@@ -454,11 +459,11 @@ fn opt_timeout(
 fn opt_str<'a>(
     obj: &'a Map<String, Value>,
     key: &'static str,
-) -> Result<Option<&'a str>, PayloadError> {
+) -> Result<Option<&'a str>, LegacyPayloadError> {
     match obj.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(PayloadError::WrongType {
+        Some(v) => Err(LegacyPayloadError::WrongType {
             key,
             expected: "a string",
             got: type_name(v),
@@ -466,11 +471,14 @@ fn opt_str<'a>(
     }
 }
 
-fn opt_bool(obj: &Map<String, Value>, key: &'static str) -> Result<Option<bool>, PayloadError> {
+fn opt_bool(
+    obj: &Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<bool>, LegacyPayloadError> {
     match obj.get(key) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(v) => Err(PayloadError::WrongType {
+        Some(v) => Err(LegacyPayloadError::WrongType {
             key,
             expected: "true or false",
             got: type_name(v),
@@ -480,12 +488,12 @@ fn opt_bool(obj: &Map<String, Value>, key: &'static str) -> Result<Option<bool>,
 
 /// A non-negative integer. `7001.0`, `"7001"` and `-1` are refused: JSON numbers with a
 /// fraction or a sign are almost always a bug in the producer.
-fn opt_u64(obj: &Map<String, Value>, key: &'static str) -> Result<Option<u64>, PayloadError> {
+fn opt_u64(obj: &Map<String, Value>, key: &'static str) -> Result<Option<u64>, LegacyPayloadError> {
     match obj.get(key) {
         None => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) => Ok(Some(n)),
-            None if v.is_number() => Err(PayloadError::WrongType {
+            None if v.is_number() => Err(LegacyPayloadError::WrongType {
                 key,
                 expected: "a non-negative integer",
                 got: if v.is_f64() {
@@ -494,7 +502,7 @@ fn opt_u64(obj: &Map<String, Value>, key: &'static str) -> Result<Option<u64>, P
                     "a negative number"
                 },
             }),
-            None => Err(PayloadError::WrongType {
+            None => Err(LegacyPayloadError::WrongType {
                 key,
                 expected: "a non-negative integer",
                 got: type_name(v),

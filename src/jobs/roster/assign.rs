@@ -4,15 +4,15 @@
 use std::io::{self, Write};
 
 use super::ConvertOptions;
-use super::registry::Registry;
 use super::report::{Entries, GeneratedEmail, Renamed, Report, Warning};
 use super::rows::{Batch, Staged, Text};
 use super::rules::Username;
+use super::taken_names::TakenNames;
 use super::writer::{MoodleCsv, Row};
 
-/// How many rows ahead of the one being finished the registry slots are prefetched: the
-/// first prefetch ([`Registry::prefetch_claim`]) at twice this distance, the second
-/// ([`Registry::prefetch_next`], which reads what the first loaded) at this distance. The
+/// How many rows ahead of the one being finished the taken-name slots are prefetched: the
+/// first prefetch ([`TakenNames::prefetch_claim`]) at twice this distance, the second
+/// ([`TakenNames::prefetch_next`], which reads what the first loaded) at this distance. The
 /// registries are bigger than the caches, so this hides the memory round trip of each
 /// look-up behind the work on the rows in between.
 const AHEAD: usize = 8;
@@ -21,8 +21,8 @@ const AHEAD: usize = 8;
 pub(crate) struct Assigner<W: Write> {
     cap: usize,
     at_domain: Option<String>,
-    usernames: Registry,
-    emails: Registry,
+    usernames: TakenNames,
+    emails: TakenNames,
     csv: MoodleCsv<W>,
     rows_out: u64,
     generated_emails: Entries<GeneratedEmail>,
@@ -36,8 +36,8 @@ impl<W: Write> Assigner<W> {
     /// `usernames` and `emails`: the registries whose hash functions phase A uses.
     pub(crate) fn new(
         options: &ConvertOptions,
-        usernames: Registry,
-        emails: Registry,
+        usernames: TakenNames,
+        emails: TakenNames,
         out: W,
     ) -> Self {
         Self {
@@ -139,7 +139,7 @@ impl<W: Write> Assigner<W> {
                 ),
             });
         }
-        // Borrowed from the registry until the row is written: no copy.
+        // Borrowed from the taken-name set until the row is written: no copy.
         let (name, renamed) = self.usernames.claim_hinted(base, "", Some(&user_hint));
         if renamed {
             self.renamed.record(self.cap, || Renamed {

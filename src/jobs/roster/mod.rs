@@ -31,11 +31,11 @@ mod assign;
 mod job;
 mod pipeline;
 mod reader;
-mod registry;
 mod report;
 mod rows;
 mod rules;
 mod swar;
+mod taken_names;
 mod writer;
 
 pub mod bench;
@@ -151,7 +151,7 @@ pub struct RosterPayload {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PayloadError {
+pub enum RosterPayloadError {
     #[error("roster_import payload is not valid: {0}")]
     Shape(String),
     #[error(
@@ -182,22 +182,25 @@ impl RosterPayload {
     /// # Errors
     /// Unknown fields, wrong types, both or neither of `roster`/`path`, an empty path, an
     /// oversized roster, or an invalid `email_domain`.
-    pub fn parse(value: &serde_json::Value) -> Result<Self, PayloadError> {
-        let raw = RawPayload::deserialize(value).map_err(|e| PayloadError::Shape(e.to_string()))?;
+    pub fn parse(value: &serde_json::Value) -> Result<Self, RosterPayloadError> {
+        let raw =
+            RawPayload::deserialize(value).map_err(|e| RosterPayloadError::Shape(e.to_string()))?;
         let source = match (raw.roster, raw.path) {
-            (Some(_), Some(_)) => return Err(PayloadError::Source("both")),
-            (None, None) => return Err(PayloadError::Source("neither")),
+            (Some(_), Some(_)) => return Err(RosterPayloadError::Source("both")),
+            (None, None) => return Err(RosterPayloadError::Source("neither")),
             (Some(r), None) if r.len() > MAX_INLINE_ROSTER_BYTES => {
-                return Err(PayloadError::TooLarge(r.len()));
+                return Err(RosterPayloadError::TooLarge(r.len()));
             }
             (Some(r), None) => RosterSource::Inline(r),
             (None, Some(p)) if p.as_os_str().is_empty() => {
-                return Err(PayloadError::Source("an empty \"path\""));
+                return Err(RosterPayloadError::Source("an empty \"path\""));
             }
             (None, Some(p)) => RosterSource::Path(p),
         };
         if raw.existing_usernames.len() > MAX_EXISTING_USERNAMES {
-            return Err(PayloadError::TooManyUsernames(raw.existing_usernames.len()));
+            return Err(RosterPayloadError::TooManyUsernames(
+                raw.existing_usernames.len(),
+            ));
         }
         let email_domain = raw
             .email_domain

@@ -11,8 +11,8 @@ use std::thread;
 
 use super::assign::Assigner;
 use super::reader::{self, Cells, Header, Line, LineReader};
-use super::registry::Registry;
 use super::rows::{Batch, RowParser};
+use super::taken_names::TakenNames;
 use super::{ConvertError, ConvertOptions, Format, Progress, Report};
 
 /// A batch is handed over at this many rows…
@@ -47,7 +47,7 @@ fn run_on<R: BufRead + Send, W: Write>(
     mut progress: impl FnMut(Progress),
     threaded: bool,
 ) -> Result<Report, ConvertError> {
-    let mut usernames = Registry::for_usernames();
+    let mut usernames = TakenNames::for_usernames();
     usernames.insert("guest");
     let mut lower = String::new();
     for u in &options.existing_usernames {
@@ -55,7 +55,7 @@ fn run_on<R: BufRead + Send, W: Write>(
         lower.extend(u.trim().chars().flat_map(char::to_lowercase));
         usernames.insert(&lower);
     }
-    let emails = Registry::for_emails();
+    let emails = TakenNames::for_emails();
     let mut parser = RowParser::new(options);
     let mut assigner = Assigner::new(options, usernames, emails, output);
     assigner.header().map_err(ConvertError::Write)?;

@@ -6,9 +6,9 @@ use std::ops::Range;
 
 use super::ConvertOptions;
 use super::reader::{self, Cells, Field, Header, SeedEmail};
-use super::registry::{Hint, NameHash};
 use super::report::{EmailProblem, Rejected, Report};
 use super::rules::{self, MAX_DEPARTMENT_CHARS, MAX_NAME_CHARS};
+use super::taken_names::{Hint, NameHash};
 
 /// Where the address of a row comes from.
 enum EmailIn<'a> {
@@ -35,7 +35,7 @@ pub(crate) struct Staged {
     /// Where each [`Text`] is in the batch's text.
     texts: [Range<usize>; 5],
     pub(crate) problem: Option<EmailProblem>,
-    /// Where the `@` of a valid given address is: the registry's split into body and
+    /// Where the `@` of a valid given address is: the taken-name set's split into body and
     /// tail, found already by the check.
     pub(crate) email_at: usize,
     /// The username's first letter comes from the forename's first word only (the seed

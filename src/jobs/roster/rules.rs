@@ -1,7 +1,9 @@
 //! Username and email rules: transliteration, Moodle's username alphabet, "no email"
-//! markers, email parsing. The uniqueness registries are in `registry`.
+//! markers, email parsing. The uniqueness sets are in `taken_names`.
 
 use std::ops::Range;
+
+use crate::config::{ExposeSecret, SecretString};
 
 /// Moodle's `user.username`, `email`, `firstname` and `lastname` columns are
 /// `varchar(100)`; `department` is `varchar(255)`.
@@ -46,7 +48,7 @@ impl Username {
         &self.0
     }
 
-    /// For names the registry built: already in the alphabet by construction.
+    /// For names the taken-name set built: already in the alphabet by construction.
     pub(crate) fn from_generated(s: &str) -> Self {
         debug_assert!(Self::parse(s).is_ok(), "generated username {s:?}");
         Self(s.to_owned())
@@ -106,7 +108,7 @@ pub struct InvalidEmailDomain(String);
 /// An initial password written in a `password` column. Only from configuration: the seed's
 /// shared plaintext password is a habit to retire. Never printed by `Debug`.
 #[derive(Clone)]
-pub struct InitialPassword(String);
+pub struct InitialPassword(SecretString);
 
 impl InitialPassword {
     /// # Errors
@@ -118,11 +120,11 @@ impl InitialPassword {
         if text.chars().any(char::is_control) {
             return Err(InvalidPassword);
         }
-        Ok(Self(text.to_owned()))
+        Ok(Self(SecretString::from(text)))
     }
 
     pub(crate) fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 

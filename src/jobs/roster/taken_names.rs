@@ -1,4 +1,4 @@
-//! The uniqueness registries: which usernames and addresses are taken, in 8-byte hashes.
+//! The sets of taken names: which usernames and addresses are taken, in 8-byte hashes.
 
 use std::hash::{BuildHasher, RandomState};
 
@@ -238,9 +238,9 @@ impl NameHash {
     }
 }
 
-/// Hashes computed ahead of a [`Registry::claim_hinted`] or [`Registry::insert_hinted`]
+/// Hashes computed ahead of a [`TakenNames::claim_hinted`] or [`TakenNames::insert_hinted`]
 /// of a name: the name's own by phase A (on the parsing thread), the renamed candidate's
-/// by [`Registry::prefetch_next`].
+/// by [`TakenNames::prefetch_next`].
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Hint {
     /// Hash of base + tail.
@@ -273,7 +273,7 @@ impl Hint {
 /// a thousand random slots of a table bigger than the caches. Names whose body ends in
 /// a digit for another reason (an existing `jperez7`, `u123@…`) go to a second set,
 /// usually small, that renaming checks.
-pub(crate) struct Registry {
+pub(crate) struct TakenNames {
     hash: NameHash,
     /// Taken names whose body does not end in a digit.
     plain: U64Set,
@@ -296,7 +296,7 @@ pub(crate) struct Registry {
     scratch_hash: u64,
 }
 
-impl Registry {
+impl TakenNames {
     pub(crate) fn for_usernames() -> Self {
         Self::new(false)
     }
@@ -582,7 +582,7 @@ mod tests {
 
     #[test]
     fn hash_tail_is_zero_padded() {
-        let r = Registry::for_usernames();
+        let r = TakenNames::for_usernames();
         let reference = |s: &str| {
             const K: u64 = 0x9E37_79B9_7F4A_7C15;
             let b = s.as_bytes();
@@ -637,20 +637,20 @@ mod tests {
 
     #[test]
     fn registry_suffixes() {
-        let mut r = Registry::for_usernames();
+        let mut r = TakenNames::for_usernames();
         r.insert("guest");
         assert_eq!(r.claim("jperez", ""), ("jperez", false));
         assert_eq!(r.claim("jperez", ""), ("jperez2", true));
         assert_eq!(r.claim("jperez", ""), ("jperez3", true));
         assert_eq!(r.claim("guest", ""), ("guest2", true));
-        let mut e = Registry::for_emails();
+        let mut e = TakenNames::for_emails();
         assert_eq!(e.claim("ana", "@x.com"), ("ana@x.com", false));
         assert_eq!(e.claim("ana", "@x.com"), ("ana2@x.com", true));
     }
 
     #[test]
     fn renamed_names_are_remembered_without_being_stored() {
-        let mut r = Registry::for_usernames();
+        let mut r = TakenNames::for_usernames();
         // An existing numbered username is skipped when renaming.
         assert!(r.insert("jperez3"));
         assert_eq!(r.claim("jperez", ""), ("jperez", false));
@@ -667,7 +667,7 @@ mod tests {
         assert_eq!(r.claim("jperez", ""), ("jperez6", true));
         assert!(!r.insert("jperez22"));
 
-        let mut e = Registry::for_emails();
+        let mut e = TakenNames::for_emails();
         assert_eq!(e.claim("juanperez", "@x.edu"), ("juanperez@x.edu", false));
         assert_eq!(e.claim("juanperez", "@x.edu"), ("juanperez2@x.edu", true));
         // A given address equal to a generated one is a duplicate.

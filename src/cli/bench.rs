@@ -1,0 +1,54 @@
+//! `dialout bench …`: figures printed, never asserted.
+
+use crate::app::{self, AppError};
+use crate::config::Settings;
+use crate::jobs;
+
+/// Drains `count` noop jobs, then `large` more (0: skip), and measures enqueue->start
+/// latency over `latency_samples` single jobs, each in a scratch database.
+pub async fn queue(
+    settings: &mut Settings,
+    count: u64,
+    latency_samples: usize,
+    large: u64,
+) -> Result<(), AppError> {
+    let admin = app::database_url(settings)?;
+    println!(
+        "{}",
+        crate::bench::queue::drain(settings, &admin, count).await?
+    );
+    println!(
+        "{}",
+        crate::bench::queue::latency(settings, &admin, latency_samples).await?
+    );
+    if large > 0 {
+        println!(
+            "{}",
+            crate::bench::queue::drain(settings, &admin, large).await?
+        );
+    }
+    Ok(())
+}
+
+/// Messages through the legacy TCP client to a local echo peer, without and with
+/// failures.
+pub async fn legacy(messages: usize, concurrency: usize) {
+    for fail_ratio in [0.0, 0.1] {
+        println!(
+            "{}",
+            jobs::legacy::bench::run(messages, fail_ratio, concurrency).await
+        );
+    }
+}
+
+/// Converts a generated roster of `rows` rows with the offline path.
+pub async fn roster(rows: u64) -> Result<(), AppError> {
+    let report = tokio::task::spawn_blocking(move || {
+        jobs::roster::bench::run(rows).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| AppError::Usage(e.to_string()))?
+    .map_err(AppError::Usage)?;
+    println!("{report}");
+    Ok(())
+}
