@@ -96,7 +96,8 @@ def subst(orig, evs, name, seen):
                 v = v.replace(cname, '{NAME}')
                 v = re.sub(r'(?<!\d)' + num + r'(?!\d)', '{NUM}', v)
                 v = v.replace('job={NUM}', 'job={JOB}')
-                if exten:
+                # Cause-txt is Asterisk's own text ("User busy"), never the extension.
+                if exten and k != 'Cause-txt':
                     v = re.sub(r'(?<![A-Za-z-])' + re.escape(exten) + r'(?![A-Za-z-])', '{EXTEN}', v)
                     m2 = re.match(r'Local/([^@]+)@(.+)$', chan_req)
                     v = re.sub(r'(?<![A-Za-z])@' + re.escape(m2.group(2)) + r'\b', '@{CTX}', v)

@@ -231,6 +231,17 @@ async fn each_failure_ends_with_its_status_reason_and_cdr(pool: PgPool) {
         if cause.is_some() {
             assert!(c.hangup_cause_txt.is_some(), "{says}: {c:?}");
         }
+        // The cause text is Asterisk's, whatever number was dialled.
+        let txt = match cause {
+            Some(17) => Some("User busy"),
+            Some(34) => Some("Circuit/channel congestion"),
+            Some(19) => Some("User alerting, no answer"),
+            Some(21) => Some("Call Rejected"),
+            _ => None,
+        };
+        if let Some(txt) = txt {
+            assert_eq!(c.hangup_cause_txt.as_deref(), Some(txt), "{says}");
+        }
     }
     worker.shutdown().await;
     sim.shutdown().await;

@@ -6,11 +6,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::app::{self, AppError};
-use crate::config::Settings;
+use crate::config::{SecretString, Settings};
 use crate::jobs;
 use crate::jobs::legacy::fault_peer::{FaultMode, FaultPeer};
+use crate::pbx_sim::{PbxSim, SimConfig};
 use crate::queue::{self, NewJob, status};
 use crate::worker::Worker;
+use std::net::SocketAddr;
 
 /// Enqueues the samples, runs a worker for every kind this build has until they end
 /// (at most a minute), prints them.
@@ -22,6 +24,16 @@ pub async fn run(settings: &mut Settings) -> Result<(), AppError> {
     let legacy_host = FaultPeer::start(FaultMode::EchoLine)
         .await
         .map_err(|e| AppError::Usage(format!("cannot start the demo's TCP peer: {e}")))?;
+    // A stand-in Asterisk: the simulated PBX, on loopback, for the dial samples.
+    let pbx = PbxSim::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimConfig {
+            time_scale: 0.5,
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| AppError::Usage(format!("cannot start the demo's simulated PBX: {e}")))?;
     let mut ids = Vec::new();
     for (kind, payload) in samples(legacy_host.addr().port()) {
         let job = NewJob::new(kind, payload)
@@ -33,8 +45,14 @@ pub async fn run(settings: &mut Settings) -> Result<(), AppError> {
         ids.push(id);
     }
     println!("enqueued jobs {ids:?}; running a worker until they end");
-    let registry = jobs::registry(settings)?;
     let mut worker_settings = settings.clone();
+    worker_settings.ami.host = "127.0.0.1".into();
+    worker_settings.ami.port = pbx.local_addr().port();
+    worker_settings.ami.username = "dialer".into();
+    worker_settings.ami.secret = SecretString::from("dialer-secret");
+    worker_settings.dial.channel = "Local/{number}@callee".into();
+    worker_settings.dial.context = String::new();
+    let registry = jobs::registry(&worker_settings)?;
     worker_settings.worker.retry_base_ms = 200;
     worker_settings.worker.retry_max_ms = 1000;
     worker_settings.worker.kinds = registry.kinds().map(str::to_owned).collect();
@@ -64,6 +82,52 @@ pub async fn run(settings: &mut Settings) -> Result<(), AppError> {
         }
     }
     super::jobs::print_jobs(&rows);
+    pbx.shutdown().await;
+    print_cdrs(&pool, &ids).await?;
+    Ok(())
+}
+
+/// A dial sample's CDR, the columns the demo prints.
+#[derive(sqlx::FromRow)]
+struct CdrLine {
+    job_id: i64,
+    dst: String,
+    disposition: String,
+    duration: i32,
+    billsec: i32,
+    hangup_cause: Option<i32>,
+    hangup_cause_txt: Option<String>,
+    originate_reason: Option<i32>,
+}
+
+/// The dial samples' CDRs, as an analyst would query them.
+async fn print_cdrs(pool: &sqlx::PgPool, ids: &[i64]) -> Result<(), AppError> {
+    let rows: Vec<CdrLine> = sqlx::query_as(
+        "SELECT job_id, dst, disposition, duration, billsec, hangup_cause, hangup_cause_txt, \
+                originate_reason \
+         FROM dialout_cdr WHERE job_id = ANY($1) ORDER BY job_id",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    println!();
+    println!("dialout_cdr:");
+    println!(
+        "{:>6}  {:<16} {:<11} {:>8} {:>7}  {:<26} reason",
+        "job", "dst", "disposition", "duration", "billsec", "hangup cause"
+    );
+    for r in rows {
+        let cause = match (r.hangup_cause, r.hangup_cause_txt) {
+            (Some(c), Some(t)) => format!("{c} {t}"),
+            (Some(c), None) => c.to_string(),
+            _ => String::new(),
+        };
+        let reason = r.originate_reason.map_or(String::new(), |r| r.to_string());
+        println!(
+            "{:>6}  {:<16} {:<11} {:>8} {:>7}  {cause:<26} {reason}",
+            r.job_id, r.dst, r.disposition, r.duration, r.billsec
+        );
+    }
     Ok(())
 }
 
@@ -78,6 +142,16 @@ fn samples(legacy_port: u16) -> Vec<(&'static str, Value)> {
             "noop",
             json!({"fail": "a failure that heals never", "retryable": true}),
         ),
+        // The simulated PBX plays a number by its last digit: 0-4 answer, 5 busy,
+        // 6 no answer, 7 congestion, 8 reject, 9 slow answer.
+        ("dial", json!({"number": "+5491155550100"})),
+        ("dial", json!({"number": "+5491155550105"})),
+        (
+            "dial",
+            json!({"number": "+5491155550106", "ring_timeout_ms": 3000}),
+        ),
+        ("dial", json!({"number": "+5491155550107"})),
+        ("dial", json!({"number": "+5491155550108"})),
         (
             "legacy_message",
             json!({"host": "127.0.0.1", "port": legacy_port, "message": "HELLO LEGACY\n", "delimiter": "\n"}),

@@ -1711,7 +1711,7 @@ Priority: 2
 Uniqueid: {UID2}
 Linkedid: {UID1}
 Cause: 17
-Cause-txt: User {EXTEN}
+Cause-txt: User busy
 
 @0
 Event: DeviceStateChange
@@ -2230,7 +2230,7 @@ Priority: 2
 Uniqueid: {UID2}
 Linkedid: {UID1}
 Cause: 34
-Cause-txt: Circuit/channel {EXTEN}
+Cause-txt: Circuit/channel congestion
 
 @0
 Event: DeviceStateChange
