@@ -392,3 +392,97 @@ async fn a_dial_replica_without_its_pbx_leases_no_dial_jobs(pool: PgPool) {
     assert_eq!((status.as_str(), attempts), ("queued", 0));
     worker.shutdown().await;
 }
+
+async fn status_of(pool: &PgPool, id: i64) -> String {
+    sqlx::query_scalar("SELECT status::text FROM dialout_queue WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("row")
+}
+
+async fn cancel(pool: &PgPool, id: i64) {
+    sqlx::query("UPDATE dialout_queue SET status = 'cancelled' WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .expect("cancel");
+}
+
+#[sqlx::test]
+async fn cancel_hangs_up_a_ringing_call_and_an_answered_one(pool: PgPool) {
+    let sim = sim(1.0, &[("600", "noanswer"), ("700", "long-answer_60000")], |_| {}).await;
+    let worker = start(&pool, dial_settings(&sim));
+    let ringing = dial(&pool, json!({"number": "600", "ring_timeout_ms": 60000})).await;
+    let answered = dial(&pool, json!({"number": "700"})).await;
+    eventually(WAIT, "one call answered, the other ringing", || async {
+        (status_of(&pool, answered).await == "established" && sim.live_calls() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(status_of(&pool, ringing).await, "trying");
+    cancel(&pool, ringing).await;
+    cancel(&pool, answered).await;
+    eventually(WAIT, "both calls hung up", || async {
+        (sim.live_calls() == 0).then_some(())
+    })
+    .await;
+    for id in [ringing, answered] {
+        // Status stays what the application set; the CDR is written with it.
+        eventually(WAIT, "the CDR", || async {
+            (cdrs(&pool, id).await.len() == 1).then_some(())
+        })
+        .await;
+        assert_eq!(status_of(&pool, id).await, "cancelled");
+    }
+    worker.shutdown().await;
+    sim.shutdown().await;
+    assert_eq!(cdrs(&pool, ringing).await[0].disposition, "NO ANSWER");
+    let c = &cdrs(&pool, answered).await[0];
+    assert_eq!(c.disposition, "ANSWERED");
+    assert!(c.answer.is_some());
+}
+
+#[sqlx::test]
+async fn a_cancelled_queued_dial_never_rings(pool: PgPool) {
+    let sim = sim(0.05, &[], |_| {}).await;
+    let id = dial(&pool, json!({"number": "100"})).await;
+    cancel(&pool, id).await;
+    let worker = start(&pool, dial_settings(&sim));
+    let other = dial(&pool, json!({"number": "105"})).await; // busy by its last digit
+    assert_eq!(ended(&pool, other, WAIT).await, "finished_with_error");
+    worker.shutdown().await;
+    sim.shutdown().await;
+    assert_eq!(status_of(&pool, id).await, "cancelled");
+    assert!(cdrs(&pool, id).await.is_empty(), "never dialled");
+}
+
+#[sqlx::test]
+async fn a_shutdown_mid_call_hands_the_job_back_and_nobody_dials_it_again(pool: PgPool) {
+    let sim = sim(1.0, &[("700", "long-answer_60000")], |_| {}).await;
+    let worker = start(&pool, dial_settings(&sim));
+    let id = dial(&pool, json!({"number": "700"})).await;
+    eventually(WAIT, "the call to be answered", || async {
+        (status_of(&pool, id).await == "established").then_some(())
+    })
+    .await;
+    // Past the grace, the call is neither dropped nor finished: handed back.
+    let summary = worker.shutdown().await;
+    assert_eq!(summary.handed_back, 1);
+    let (status, attempts, needs_recovery): (String, i32, bool) = sqlx::query_as(
+        "SELECT status::text, attempts, needs_recovery FROM dialout_queue WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .expect("row");
+    assert_eq!((status.as_str(), attempts, needs_recovery), ("queued", 0, true));
+    assert_eq!(sim.live_calls(), 1, "the call was not dropped");
+
+    // The next worker must not place a second call.
+    let worker = start(&pool, dial_settings(&sim));
+    assert_eq!(ended(&pool, id, WAIT).await, "finished_with_error");
+    worker.shutdown().await;
+    assert!(last_error(&pool, id).await.contains("not dialled again"));
+    assert_eq!(sim.live_calls(), 1, "still the one call, never a second");
+    sim.shutdown().await;
+}

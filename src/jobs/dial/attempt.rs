@@ -203,6 +203,9 @@ pub(super) async fn run(
     // OriginateResponse is not coming.
     let mut deadline = Instant::now() + plan.ring_timeout + d.action_timeout + settle;
     let mut stop_seen = false;
+    // A Hangup we must send once the originated leg's channel name is known (a cancel
+    // can come before its first event).
+    let mut hangup_pending = false;
     let end = loop {
         tokio::select! {
             ev = events.recv() => {
@@ -224,6 +227,10 @@ pub(super) async fn run(
                         deadline = Instant::now() + settle;
                     }
                     _ => {}
+                }
+                if hangup_pending && call.leg1.channel.is_some() && hang_up(link, &call, &plan).await {
+                    hangup_pending = false;
+                    deadline = Instant::now() + d.action_timeout + settle;
                 }
                 if call.is_over() {
                     break End::Call {
@@ -248,7 +255,7 @@ pub(super) async fn run(
                 }
                 Phase::Settling => break End::Call { timed_out: None, cancelled: false },
                 Phase::Up => {
-                    hang_up(link, &call, &plan).await;
+                    hangup_pending = !hang_up(link, &call, &plan).await;
                     phase = Phase::HangingUp(Why::MaxCall);
                     deadline = Instant::now() + d.action_timeout + settle;
                 }
@@ -261,9 +268,14 @@ pub(super) async fn run(
                 stop_seen = true;
                 match reason {
                     StopReason::Cancelled => {
-                        hang_up(link, &call, &plan).await;
+                        let sent = hang_up(link, &call, &plan).await;
+                        hangup_pending = !sent;
                         phase = Phase::HangingUp(Why::Cancelled);
-                        deadline = Instant::now() + d.action_timeout + settle;
+                        if sent {
+                            deadline = Instant::now() + d.action_timeout + settle;
+                        }
+                        // Else the ring deadline stands: the Hangup goes out as soon as
+                        // the channel shows up.
                     }
                     StopReason::Shutdown => {
                         return Outcome::hand_back_for_recovery(format!(
@@ -286,14 +298,11 @@ fn max_call_reason(plan: &Plan) -> String {
     )
 }
 
-/// Sends a Hangup for the originated leg (cause 16, normal clearing), if its name is known.
-async fn hang_up(link: &Link, call: &Call, plan: &Plan) {
+/// Sends a Hangup for the originated leg (cause 16, normal clearing). `false` when its
+/// channel name is not known yet (no event of the call has come).
+async fn hang_up(link: &Link, call: &Call, plan: &Plan) -> bool {
     let Some(channel) = call.leg1.channel.clone() else {
-        tracing::warn!(
-            uniqueid = plan.uniqueid,
-            "cannot hang up: the call's channel is not known yet"
-        );
-        return;
+        return false;
     };
     if let Err(e) = link
         .client
@@ -305,12 +314,18 @@ async fn hang_up(link: &Link, call: &Call, plan: &Plan) {
     {
         tracing::warn!(error = %e, uniqueid = plan.uniqueid, "Hangup action failed");
     }
+    true
 }
 
 fn finish(ctx: &JobContext, plan: &Plan, call: &Call, end: End, now: DateTime<Utc>) -> Outcome {
     let (cause, cause_txt) = call.cause();
     let disposition = match &end {
         End::Refused(_) | End::Unknown(_) => Disposition::Failed,
+        // Asterisk's record of the originated leg says NO ANSWER when the caller side
+        // hung up a ringing call (dialer-cancels-ringing.txt).
+        End::Call {
+            cancelled: true, ..
+        } if call.answered.is_none() => Disposition::NoAnswer,
         End::Call { .. } => call.disposition(),
     };
     let reason = call.response.and_then(|r| r.1);
