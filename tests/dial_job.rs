@@ -486,3 +486,34 @@ async fn a_shutdown_mid_call_hands_the_job_back_and_nobody_dials_it_again(pool: 
     assert_eq!(sim.live_calls(), 1, "still the one call, never a second");
     sim.shutdown().await;
 }
+
+#[sqlx::test]
+async fn another_clients_look_alike_calls_are_ignored(pool: PgPool) {
+    let sim = sim(1.0, &[("101", "answer_1500")], |_| {}).await;
+    let worker = start(&pool, dial_settings(&sim));
+    let id = dial(&pool, json!({"number": "101"})).await;
+    eventually(WAIT, "our call to be answered", || async {
+        (status_of(&pool, id).await == "established").then_some(())
+    })
+    .await;
+    // Another AMI client places busy calls tagged like ours: same prefix, same job id.
+    let other = dialout::ami::AmiClient::connect(support::ami::client_config(&sim))
+        .await
+        .expect("second client");
+    for n in 0..3 {
+        let mut o = dialout::ami::Originate::to_exten("Local/busy@callee", "originated", "s", 1);
+        o.caller_id = Some(format!("\"dialout-{id}-{n:032x}\" <{id}>"));
+        o.channel_id = Some(format!("dialout-{id}-{n:032x}"));
+        o.variables = vec![("DIALOUT_TAG".into(), format!("dialout-{id}-{n:032x}"))];
+        other.originate(&o).await.expect("queued");
+    }
+    assert_eq!(ended(&pool, id, WAIT).await, "finished");
+    other.shutdown().await;
+    worker.shutdown().await;
+    sim.shutdown().await;
+    let rows = cdrs(&pool, id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].disposition, "ANSWERED");
+    assert_eq!(rows[0].hangup_cause, Some(16), "not the look-alikes' busy");
+    assert!(rows[0].billsec >= 1, "not ended early: {:?}", rows[0]);
+}
