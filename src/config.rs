@@ -98,6 +98,9 @@ pub struct AmiSection {
     pub action_timeout_ms: u64,
     /// 0: no keepalive Ping.
     pub ping_interval_ms: u64,
+    /// Reconnect backoff after the link drops.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
 }
 
 /// Where to tag the call so its events can be told apart from everyone else's.

@@ -411,7 +411,12 @@ async fn cancel(pool: &PgPool, id: i64) {
 
 #[sqlx::test]
 async fn cancel_hangs_up_a_ringing_call_and_an_answered_one(pool: PgPool) {
-    let sim = sim(1.0, &[("600", "noanswer"), ("700", "long-answer_60000")], |_| {}).await;
+    let sim = sim(
+        1.0,
+        &[("600", "noanswer"), ("700", "long-answer_60000")],
+        |_| {},
+    )
+    .await;
     let worker = start(&pool, dial_settings(&sim));
     let ringing = dial(&pool, json!({"number": "600", "ring_timeout_ms": 60000})).await;
     let answered = dial(&pool, json!({"number": "700"})).await;
@@ -475,7 +480,10 @@ async fn a_shutdown_mid_call_hands_the_job_back_and_nobody_dials_it_again(pool: 
     .fetch_one(&pool)
     .await
     .expect("row");
-    assert_eq!((status.as_str(), attempts, needs_recovery), ("queued", 0, true));
+    assert_eq!(
+        (status.as_str(), attempts, needs_recovery),
+        ("queued", 0, true)
+    );
     assert_eq!(sim.live_calls(), 1, "the call was not dropped");
 
     // The next worker must not place a second call.
@@ -516,4 +524,68 @@ async fn another_clients_look_alike_calls_are_ignored(pool: PgPool) {
     assert_eq!(rows[0].disposition, "ANSWERED");
     assert_eq!(rows[0].hangup_cause, Some(16), "not the look-alikes' busy");
     assert!(rows[0].billsec >= 1, "not ended early: {:?}", rows[0]);
+}
+
+async fn result_of(pool: &PgPool, id: i64) -> Value {
+    sqlx::query_scalar::<_, Option<Value>>("SELECT result FROM dialout_queue WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("row")
+        .unwrap_or(Value::Null)
+}
+
+#[sqlx::test]
+async fn a_call_that_outlives_a_link_drop_is_followed_to_its_end(pool: PgPool) {
+    let sim = sim(1.0, &[("101", "answer_2500")], |_| {}).await;
+    let worker = start(&pool, dial_settings(&sim));
+    let id = dial(&pool, json!({"number": "101"})).await;
+    eventually(WAIT, "the call to be answered", || async {
+        (status_of(&pool, id).await == "established").then_some(())
+    })
+    .await;
+    sim.drop_connections();
+    assert_eq!(ended(&pool, id, WAIT).await, "finished");
+    worker.shutdown().await;
+    sim.shutdown().await;
+    let result = result_of(&pool, id).await;
+    assert_eq!(
+        result["ended_unobserved"],
+        json!(false),
+        "its Hangup was seen: {result}"
+    );
+    let c = &cdrs(&pool, id).await[0];
+    assert_eq!(
+        (c.disposition.as_str(), c.hangup_cause),
+        ("ANSWERED", Some(16))
+    );
+    assert!(c.billsec >= 2, "{c:?}");
+}
+
+#[sqlx::test]
+async fn a_call_that_ends_while_the_link_is_down_ends_on_reconnect_not_at_max_call(pool: PgPool) {
+    let sim = sim(1.0, &[("101", "answer_1000")], |_| {}).await;
+    let mut settings = dial_settings(&sim);
+    // The link stays down 1.5-3 s: longer than what is left of the call.
+    settings.ami.reconnect_min_ms = 3000;
+    settings.ami.reconnect_max_ms = 3000;
+    let worker = start(&pool, settings);
+    let id = dial(&pool, json!({"number": "101"})).await;
+    eventually(WAIT, "the call to be answered", || async {
+        (status_of(&pool, id).await == "established").then_some(())
+    })
+    .await;
+    sim.drop_connections();
+    eventually(WAIT, "the call to end at the PBX", || async {
+        (sim.live_calls() == 0).then_some(())
+    })
+    .await;
+    // max_call_ms is an hour: only the reconcile after the reconnect can end it now.
+    assert_eq!(ended(&pool, id, WAIT).await, "finished");
+    worker.shutdown().await;
+    sim.shutdown().await;
+    assert_eq!(result_of(&pool, id).await["ended_unobserved"], json!(true));
+    let rows = cdrs(&pool, id).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].disposition, "ANSWERED");
 }

@@ -12,7 +12,7 @@ use super::payload::DialPayload;
 use super::tracker::{CallEvent, TAG_PREFIX};
 use super::{DialDefaults, Link};
 use crate::ami::AmiError;
-use crate::ami::actions::{Hangup, Originate, OriginateTarget};
+use crate::ami::actions::{CoreShowChannels, Hangup, Originate, OriginateTarget};
 use crate::cdr::{CdrRecord, Disposition};
 use crate::config::TagIn;
 use crate::worker::{JobContext, Outcome, StopReason};
@@ -161,6 +161,9 @@ enum End {
     Refused(String),
     /// Nothing came back for an originate whose reply never arrived.
     Unknown(String),
+    /// Asterisk no longer has the call, and its end came while we could not see
+    /// (the link was down, or events were lost): ended as far as we know.
+    Unobserved,
 }
 
 pub(super) async fn run(
@@ -210,7 +213,17 @@ pub(super) async fn run(
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break End::Unknown("the call tracker stopped".into()) };
-                let CallEvent::Event(m) = ev else { continue };
+                let m = match ev {
+                    CallEvent::Event(m) => m,
+                    // After a gap, ask Asterisk: a call that ended meanwhile must end
+                    // here too, not wait for a Hangup that will never come.
+                    CallEvent::Gap | CallEvent::Reconnected => {
+                        if still_up(link, &plan.uniqueid).await == Some(false) && !call.is_over() {
+                            break End::Unobserved;
+                        }
+                        continue;
+                    }
+                };
                 let now = Utc::now();
                 match call.apply(&m, now) {
                     Step::Answered => {
@@ -291,6 +304,18 @@ pub(super) async fn run(
     finish(ctx, &plan, &call, end, Utc::now())
 }
 
+/// Whether Asterisk still has the call's originated channel (`CoreShowChannels`);
+/// `None` when it cannot be asked (the link is down).
+async fn still_up(link: &Link, uniqueid: &str) -> Option<bool> {
+    let reply = link.client.send_list(&CoreShowChannels).await.ok()?;
+    Some(
+        reply
+            .events
+            .iter()
+            .any(|e| e.get("Uniqueid") == Some(uniqueid) || e.get("Linkedid") == Some(uniqueid)),
+    )
+}
+
 fn max_call_reason(plan: &Plan) -> String {
     format!(
         "the call outlasted max_call_ms ({} ms); the worker hung it up",
@@ -321,12 +346,15 @@ fn finish(ctx: &JobContext, plan: &Plan, call: &Call, end: End, now: DateTime<Ut
     let (cause, cause_txt) = call.cause();
     let disposition = match &end {
         End::Refused(_) | End::Unknown(_) => Disposition::Failed,
+        End::Unobserved if call.response.is_none() && call.answered.is_none() => {
+            Disposition::Failed
+        }
         // Asterisk's record of the originated leg says NO ANSWER when the caller side
         // hung up a ringing call (dialer-cancels-ringing.txt).
         End::Call {
             cancelled: true, ..
         } if call.answered.is_none() => Disposition::NoAnswer,
-        End::Call { .. } => call.disposition(),
+        End::Call { .. } | End::Unobserved => call.disposition(),
     };
     let reason = call.response.and_then(|r| r.1);
     let ended = call.ended.unwrap_or(now);
@@ -365,7 +393,9 @@ fn finish(ctx: &JobContext, plan: &Plan, call: &Call, end: End, now: DateTime<Ut
         originate_reason: reason.and_then(|r| i32::try_from(r).ok()),
         worker_id: ctx.worker_id().to_owned(),
     };
+    let unobserved = matches!(end, End::Unobserved);
     let result = json!({
+        "ended_unobserved": unobserved,
         "uniqueid": plan.uniqueid,
         "channel": record.channel,
         "disposition": disposition.as_str(),
@@ -390,6 +420,16 @@ fn finish(ctx: &JobContext, plan: &Plan, call: &Call, end: End, now: DateTime<Ut
         End::Call {
             cancelled: true, ..
         } => Outcome::stopped(),
+        End::Unobserved if call.answered.is_some() => Outcome::finished_empty(),
+        End::Unobserved => Outcome::failed(format!(
+            "dial job: the call ended while the AMI link was down or events were lost; \
+             what Asterisk last said: {}",
+            match call.response {
+                Some((_, Some(r))) => format!("OriginateResponse reason {r}"),
+                Some((_, None)) => "an OriginateResponse".to_owned(),
+                None => "nothing".to_owned(),
+            }
+        )),
         End::Call {
             timed_out: Some(why),
             ..
