@@ -12,7 +12,8 @@ BEGIN
     SELECT string_agg(quote_ident(k), ', ') INTO bad
     FROM jsonb_object_keys(p) AS k
     WHERE k NOT IN ('number', 'message', 'caller_id_name', 'caller_id_number', 'ring_timeout_ms',
-                    'max_call_ms', 'variables', 'context', 'exten', 'priority', 'account_code');
+                    'max_call_ms', 'variables', 'context', 'exten', 'priority', 'account_code',
+                    'redial_if_lost');
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'dial job: unknown payload field(s) %', bad
             USING ERRCODE = 'check_violation';
@@ -84,6 +85,10 @@ BEGIN
         RAISE EXCEPTION 'dial job: "priority" must be an integer from 1 to 1000, got %', p->'priority'
             USING ERRCODE = 'check_violation';
     END IF;
+    IF p ? 'redial_if_lost' AND jsonb_typeof(p->'redial_if_lost') <> 'boolean' THEN
+        RAISE EXCEPTION 'dial job: "redial_if_lost" must be true or false, got %', p->'redial_if_lost'
+            USING ERRCODE = 'check_violation';
+    END IF;
     IF p ? 'account_code' AND (jsonb_typeof(p->'account_code') <> 'string' OR p->>'account_code' !~ '^[A-Za-z0-9_.-]{1,80}$') THEN
         RAISE EXCEPTION 'dial job: "account_code" must be 1 to 80 letters, digits, _ . -, got %', p->'account_code'
             USING ERRCODE = 'check_violation';
@@ -103,6 +108,53 @@ BEGIN
     END CASE;
 END
 $$;
+
+-- The call a dial job's attempt placed, written (fenced by the lease) before its
+-- Originate goes out, so whoever picks the job up after a crash knows what to look for.
+ALTER TABLE dialout_queue
+    ADD COLUMN call_uniqueid text,
+    ADD COLUMN call_started_at timestamptz,
+    ADD COLUMN call_answered_at timestamptz;
+-- Applications may not write the new columns at INSERT either.
+CREATE OR REPLACE FUNCTION dialout_check_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    known text;
+BEGIN
+    IF NEW.kind IS NULL OR NOT EXISTS (SELECT 1 FROM dialout_kind WHERE name = NEW.kind) THEN
+        SELECT string_agg(name, ', ' ORDER BY name) INTO known FROM dialout_kind;
+        RAISE EXCEPTION 'unknown job kind %; known kinds: %', coalesce(quote_literal(NEW.kind), 'NULL'), known
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.payload IS NULL OR jsonb_typeof(NEW.payload) <> 'object' THEN
+        RAISE EXCEPTION '% job: payload must be a JSON object, got %', NEW.kind,
+            coalesce(jsonb_typeof(NEW.payload), 'NULL')
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.status <> 'queued' THEN
+            RAISE EXCEPTION 'new jobs must be queued (leave status out), got %', NEW.status
+                USING ERRCODE = 'check_violation';
+        END IF;
+        IF NEW.attempts <> 0 OR NEW.lease_token IS NOT NULL OR NEW.worker_id IS NOT NULL THEN
+            RAISE EXCEPTION 'attempts, lease_token and worker_id are written by workers; leave them out'
+                USING ERRCODE = 'check_violation';
+        END IF;
+        -- A job that claimed a recovery, or a call, at INSERT could make a worker adopt
+        -- (and hang up) a call that is not its own.
+        IF NEW.needs_recovery OR NEW.call_uniqueid IS NOT NULL OR NEW.call_started_at IS NOT NULL
+           OR NEW.call_answered_at IS NOT NULL THEN
+            RAISE EXCEPTION 'needs_recovery and the call_* columns are written by workers; leave them out'
+                USING ERRCODE = 'check_violation';
+        END IF;
+    END IF;
+    PERFORM dialout_validate_payload(NEW.kind, NEW.payload);
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON COLUMN dialout_queue.call_uniqueid IS
+    'dial: the tag (ChannelId, Uniqueid) of the call the latest attempt placed; see dialout_cdr.uniqueid';
 
 -- One row per originate sent (a failed one too), written in the same transaction as
 -- the job's final status. The first columns are Asterisk's own CDR columns, with the

@@ -111,12 +111,18 @@ impl CdrRecord {
         Ok(())
     }
 
-    /// The record as SQL to commit with the job's final status.
-    pub fn into_hook(self) -> CompletionHook {
-        let record = Arc::new(self);
+    /// The records (a job's calls of this attempt, usually one) as SQL to commit with
+    /// the job's final status.
+    pub fn hook(records: Vec<CdrRecord>) -> CompletionHook {
+        let records = Arc::new(records);
         Arc::new(move |conn| {
-            let record = record.clone();
-            Box::pin(async move { record.insert(conn).await })
+            let records = records.clone();
+            Box::pin(async move {
+                for r in records.iter() {
+                    r.insert(&mut *conn).await?;
+                }
+                Ok(())
+            })
         })
     }
 }

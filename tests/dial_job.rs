@@ -461,38 +461,106 @@ async fn a_cancelled_queued_dial_never_rings(pool: PgPool) {
     assert!(cdrs(&pool, id).await.is_empty(), "never dialled");
 }
 
-#[sqlx::test]
-async fn a_shutdown_mid_call_hands_the_job_back_and_nobody_dials_it_again(pool: PgPool) {
-    let sim = sim(1.0, &[("700", "long-answer_60000")], |_| {}).await;
-    let worker = start(&pool, dial_settings(&sim));
-    let id = dial(&pool, json!({"number": "700"})).await;
+/// Starts a dial, waits for the answer, stops the worker past its grace: the job is
+/// handed back for recovery with its call still up.
+async fn hand_back_mid_call(pool: &PgPool, sim: &PbxSim, payload: Value) -> i64 {
+    let worker = start(pool, dial_settings(sim));
+    let id = dial(pool, payload).await;
     eventually(WAIT, "the call to be answered", || async {
-        (status_of(&pool, id).await == "established").then_some(())
+        (status_of(pool, id).await == "established").then_some(())
     })
     .await;
-    // Past the grace, the call is neither dropped nor finished: handed back.
     let summary = worker.shutdown().await;
     assert_eq!(summary.handed_back, 1);
-    let (status, attempts, needs_recovery): (String, i32, bool) = sqlx::query_as(
-        "SELECT status::text, attempts, needs_recovery FROM dialout_queue WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&pool)
-    .await
-    .expect("row");
+    let (status, attempts, needs_recovery, tag): (String, i32, bool, Option<String>) =
+        sqlx::query_as(
+            "SELECT status::text, attempts, needs_recovery, call_uniqueid FROM dialout_queue WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("row");
     assert_eq!(
         (status.as_str(), attempts, needs_recovery),
         ("queued", 0, true)
     );
+    assert!(
+        tag.is_some_and(|t| t.starts_with(&format!("dialout-{id}-"))),
+        "the call's tag is in the row"
+    );
     assert_eq!(sim.live_calls(), 1, "the call was not dropped");
+    assert!(
+        cdrs(pool, id).await.is_empty(),
+        "no CDR while the call goes on"
+    );
+    id
+}
 
-    // The next worker must not place a second call.
+#[sqlx::test]
+async fn a_call_handed_back_at_shutdown_is_adopted_by_the_next_worker(pool: PgPool) {
+    // 5 s of talk at real speed: it outlives the first worker's 2 s grace.
+    let sim = sim(1.0, &[("700", "long-answer_5000")], |_| {}).await;
+    let id = hand_back_mid_call(&pool, &sim, json!({"number": "700"})).await;
+    let worker = start(&pool, dial_settings(&sim));
+    assert_eq!(ended(&pool, id, WAIT).await, "finished");
+    worker.shutdown().await;
+    assert_eq!(sim.live_calls(), 0);
+    sim.shutdown().await;
+    let rows = cdrs(&pool, id).await;
+    assert_eq!(rows.len(), 1, "one call, one CDR: {rows:?}");
+    let c = &rows[0];
+    assert_eq!(
+        (c.disposition.as_str(), c.hangup_cause),
+        ("ANSWERED", Some(16))
+    );
+    // Answered before the hand-back: the answer time came from the row.
+    assert!(c.billsec >= 4, "{c:?}");
+    assert!(c.uniqueid.starts_with(&format!("dialout-{id}-")));
+}
+
+#[sqlx::test]
+async fn a_call_that_ended_while_no_worker_watched_is_not_dialled_again(pool: PgPool) {
+    let sim = sim(1.0, &[("700", "long-answer_3000")], |_| {}).await;
+    let id = hand_back_mid_call(&pool, &sim, json!({"number": "700"})).await;
+    eventually(WAIT, "the call to end with nobody watching", || async {
+        (sim.live_calls() == 0).then_some(())
+    })
+    .await;
     let worker = start(&pool, dial_settings(&sim));
     assert_eq!(ended(&pool, id, WAIT).await, "finished_with_error");
     worker.shutdown().await;
-    assert!(last_error(&pool, id).await.contains("not dialled again"));
-    assert_eq!(sim.live_calls(), 1, "still the one call, never a second");
     sim.shutdown().await;
+    let error = last_error(&pool, id).await;
+    assert!(
+        error.contains("ended while no worker watched it"),
+        "{error}"
+    );
+    let rows = cdrs(&pool, id).await;
+    assert_eq!(rows.len(), 1, "a CDR of what is known: {rows:?}");
+    assert_eq!(rows[0].disposition, "ANSWERED");
+}
+
+#[sqlx::test]
+async fn redial_if_lost_dials_again_and_each_call_keeps_its_cdr(pool: PgPool) {
+    let sim = sim(1.0, &[("700", "long-answer_3000")], |_| {}).await;
+    let id = hand_back_mid_call(
+        &pool,
+        &sim,
+        json!({"number": "700", "redial_if_lost": true}),
+    )
+    .await;
+    eventually(WAIT, "the call to end with nobody watching", || async {
+        (sim.live_calls() == 0).then_some(())
+    })
+    .await;
+    let worker = start(&pool, dial_settings(&sim));
+    assert_eq!(ended(&pool, id, Duration::from_secs(30)).await, "finished");
+    worker.shutdown().await;
+    sim.shutdown().await;
+    let rows = cdrs(&pool, id).await;
+    assert_eq!(rows.len(), 2, "the lost call and the new one: {rows:?}");
+    assert_ne!(rows[0].uniqueid, rows[1].uniqueid);
+    assert!(rows.iter().all(|c| c.disposition == "ANSWERED"));
 }
 
 #[sqlx::test]

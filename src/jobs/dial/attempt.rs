@@ -35,8 +35,7 @@ struct Plan {
     max_call: Duration,
 }
 
-fn plan(ctx: &JobContext, p: &DialPayload, d: &DialDefaults) -> Plan {
-    let uniqueid = format!("{TAG_PREFIX}{}", ctx.attempt_id());
+fn plan(ctx: &JobContext, p: &DialPayload, d: &DialDefaults, uniqueid: String) -> Plan {
     let number = p.number.as_str();
     let name = p
         .caller_id_name
@@ -164,6 +163,12 @@ enum End {
     /// Asterisk no longer has the call, and its end came while we could not see
     /// (the link was down, or events were lost): ended as far as we know.
     Unobserved,
+    /// A recovery attempt found the earlier call gone: it ended while no worker watched.
+    Gone,
+    /// The worker is stopping with the call up: back to the queue for recovery.
+    HandBack,
+    /// Another worker owns the job now: nothing to write.
+    LeaseLost,
 }
 
 pub(super) async fn run(
@@ -172,10 +177,29 @@ pub(super) async fn run(
     payload: &DialPayload,
     d: &DialDefaults,
 ) -> Outcome {
-    let plan = plan(ctx, payload, d);
+    let mut earlier = None;
+    if ctx.needs_recovery() {
+        match recover(link, ctx, payload, d).await {
+            Recovery::Done(outcome) => return outcome,
+            Recovery::Dial { lost } => earlier = lost.map(|b| *b),
+        }
+    }
+    let plan = plan(ctx, payload, d, format!("{TAG_PREFIX}{}", ctx.attempt_id()));
     // Registered before the Originate is written: its events may beat its reply.
     let (_registration, mut events) = link.tracker.register(plan.keys.clone());
     let mut call = Call::new(plan.uniqueid.clone(), Utc::now());
+    // Committed before the call exists, so whoever takes the job over after a crash
+    // knows what to look for. A lost lease means another worker owns the job.
+    match record_call(ctx, &call).await {
+        Ok(true) => {}
+        Ok(false) => return Outcome::stopped(),
+        Err(e) => {
+            return Outcome::failed(format!(
+                "dial job: could not record the call before placing it ({e}); nothing was sent"
+            ))
+            .retryable();
+        }
+    }
     let sent = link
         .client
         .send_action_with_id(&plan.originate, &plan.uniqueid)
@@ -184,7 +208,14 @@ pub(super) async fn run(
     match sent {
         Ok(_) => {}
         Err(AmiError::Refused(message)) => {
-            return finish(ctx, &plan, &call, End::Refused(message), Utc::now());
+            return finish(
+                ctx,
+                &plan,
+                &call,
+                End::Refused(message),
+                Utc::now(),
+                earlier,
+            );
         }
         Err(e @ (AmiError::Timeout(_) | AmiError::ConnectionLost)) => {
             // It may have gone out: never send it again; follow whatever comes.
@@ -199,17 +230,203 @@ pub(super) async fn run(
         }
         Err(e) => return Outcome::failed(format!("dial job: the originate was not sent: {e}")),
     }
-
-    let settle = d.settle;
-    let mut phase = Phase::Ringing;
     // Asterisk reports a ring timeout at `ring_timeout`; past that plus slack, the
     // OriginateResponse is not coming.
-    let mut deadline = Instant::now() + plan.ring_timeout + d.action_timeout + settle;
+    let deadline = Instant::now() + plan.ring_timeout + d.action_timeout + d.settle;
+    let end = follow(
+        link,
+        ctx,
+        &plan,
+        d,
+        &mut call,
+        &mut events,
+        Phase::Ringing,
+        deadline,
+        uncertain,
+    )
+    .await;
+    finish(ctx, &plan, &call, end, Utc::now(), earlier)
+}
+
+/// Writes the call's tag and start into the job's row, fenced by the lease.
+/// `Ok(false)`: the lease is lost.
+async fn record_call(ctx: &JobContext, call: &Call) -> Result<bool, sqlx::Error> {
+    let lease = ctx.lease();
+    let done = sqlx::query(
+        "UPDATE dialout_queue SET call_uniqueid = $3, call_started_at = $4, \
+             call_answered_at = NULL, dedup_key = dedup_key \
+         WHERE id = $1 AND lease_token = $2",
+    )
+    .bind(lease.id)
+    .bind(lease.token)
+    .bind(&call.uniqueid)
+    .bind(call.started)
+    .execute(ctx.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks the job `established` and keeps the answer time in its row (for a worker
+/// that adopts the call later).
+async fn record_answer(ctx: &JobContext, call: &Call) {
+    if let Err(e) = ctx.set_established().await {
+        tracing::warn!(error = %e, "could not mark the job established");
+        return;
+    }
+    let lease = ctx.lease();
+    let written = sqlx::query(
+        "UPDATE dialout_queue SET call_answered_at = $3, dedup_key = dedup_key \
+         WHERE id = $1 AND lease_token = $2",
+    )
+    .bind(lease.id)
+    .bind(lease.token)
+    .bind(call.answered)
+    .execute(ctx.pool())
+    .await;
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "could not record the answer time");
+    }
+}
+
+/// What the job's row says of the call an earlier attempt placed: its tag, start and
+/// answer.
+type EarlierCall = (Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// What a recovery attempt found.
+enum Recovery {
+    /// The earlier call was adopted and followed, or ended the job.
+    Done(Outcome),
+    /// Dial (again): no earlier call was placed, or it is gone and the payload says
+    /// `redial_if_lost` (`lost`: its CDR, written with this attempt's).
+    Dial { lost: Option<Box<CdrRecord>> },
+}
+
+/// A recovery attempt: an earlier attempt of this job was cut off (its worker vanished
+/// or stopped mid-call). Asks Asterisk whether that call is still up: adopts and
+/// follows it if so; if it ended unwatched, ends the job with what is known, unless the
+/// payload says `redial_if_lost`.
+async fn recover(
+    link: &Link,
+    ctx: &JobContext,
+    payload: &DialPayload,
+    d: &DialDefaults,
+) -> Recovery {
+    let row: Result<EarlierCall, _> = sqlx::query_as(
+        "SELECT call_uniqueid, call_started_at, call_answered_at FROM dialout_queue WHERE id = $1",
+    )
+    .bind(ctx.id())
+    .fetch_one(ctx.pool())
+    .await;
+    let (uniqueid, started, answered) = match row {
+        Ok((Some(u), started, answered)) => (u, started, answered),
+        // The earlier attempt never placed a call.
+        Ok((None, _, _)) => return Recovery::Dial { lost: None },
+        Err(e) => {
+            return Recovery::Done(
+                Outcome::failed(format!("dial job: could not read the earlier call ({e})"))
+                    .retryable(),
+            );
+        }
+    };
+    let plan = plan(ctx, payload, d, uniqueid.clone());
+    // Registered before asking, so an end that comes right after the listing is seen.
+    let (_registration, mut events) = link.tracker.register(vec![uniqueid.clone()]);
+    let mut call = Call::new(uniqueid.clone(), started.unwrap_or_else(Utc::now));
+    call.answered = answered;
+    let Some(listed) = channel_of(link, &uniqueid).await else {
+        return Recovery::Done(
+            Outcome::failed(
+                "dial job: cannot ask Asterisk whether the earlier call is still up (AMI link down)",
+            )
+            .retryable(),
+        );
+    };
+    let Some((channel, up)) = listed else {
+        if payload.redial_if_lost {
+            tracing::info!(
+                uniqueid,
+                "the earlier call is gone; dialling again (redial_if_lost)"
+            );
+            let disposition = lost_disposition(&call);
+            let lost = cdr_record(ctx, &plan, &call, disposition, Utc::now());
+            return Recovery::Dial {
+                lost: Some(Box::new(lost)),
+            };
+        }
+        return Recovery::Done(finish(ctx, &plan, &call, End::Gone, Utc::now(), None));
+    };
+    tracing::info!(
+        uniqueid,
+        channel,
+        "adopting a call an earlier attempt placed"
+    );
+    call.leg1.channel = Some(channel);
+    if up && call.answered.is_none() {
+        // Answered while nobody watched: the answer time is not known better than now.
+        call.answered = Some(Utc::now());
+    }
+    if call.answered.is_some() {
+        call.response = Some((true, Some(4)));
+        record_answer(ctx, &call).await;
+    }
+    let (phase, deadline) = match call.answered {
+        Some(at) => {
+            let left =
+                (at + chrono::Duration::from_std(plan.max_call).unwrap_or_default()) - Utc::now();
+            (
+                Phase::Up,
+                Instant::now() + left.to_std().unwrap_or_default(),
+            )
+        }
+        None => (
+            Phase::Ringing,
+            Instant::now() + plan.ring_timeout + d.action_timeout + d.settle,
+        ),
+    };
+    let end = follow(
+        link,
+        ctx,
+        &plan,
+        d,
+        &mut call,
+        &mut events,
+        phase,
+        deadline,
+        None,
+    )
+    .await;
+    Recovery::Done(finish(ctx, &plan, &call, end, Utc::now(), None))
+}
+
+/// A call that ended unwatched: answered if its answer was recorded, else failed (its
+/// real outcome is not known).
+fn lost_disposition(call: &Call) -> Disposition {
+    if call.answered.is_some() {
+        Disposition::Answered
+    } else {
+        Disposition::Failed
+    }
+}
+
+/// Follows a call from `phase` until it ends, the job is stopped, or a wait runs out.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    link: &Link,
+    ctx: &JobContext,
+    plan: &Plan,
+    d: &DialDefaults,
+    call: &mut Call,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<CallEvent>,
+    mut phase: Phase,
+    mut deadline: Instant,
+    mut uncertain: Option<String>,
+) -> End {
+    let settle = d.settle;
     let mut stop_seen = false;
     // A Hangup we must send once the originated leg's channel name is known (a cancel
     // can come before its first event).
     let mut hangup_pending = false;
-    let end = loop {
+    loop {
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break End::Unknown("the call tracker stopped".into()) };
@@ -218,7 +435,7 @@ pub(super) async fn run(
                     // After a gap, ask Asterisk: a call that ended meanwhile must end
                     // here too, not wait for a Hangup that will never come.
                     CallEvent::Gap | CallEvent::Reconnected => {
-                        if still_up(link, &plan.uniqueid).await == Some(false) && !call.is_over() {
+                        if channel_of(link, &plan.uniqueid).await == Some(None) && !call.is_over() {
                             break End::Unobserved;
                         }
                         continue;
@@ -227,9 +444,7 @@ pub(super) async fn run(
                 let now = Utc::now();
                 match call.apply(&m, now) {
                     Step::Answered => {
-                        if let Err(e) = ctx.set_established().await {
-                            tracing::warn!(error = %e, "could not mark the job established");
-                        }
+                        record_answer(ctx, call).await;
                         if matches!(phase, Phase::Ringing) {
                             phase = Phase::Up;
                             deadline = Instant::now() + plan.max_call;
@@ -241,14 +456,14 @@ pub(super) async fn run(
                     }
                     _ => {}
                 }
-                if hangup_pending && call.leg1.channel.is_some() && hang_up(link, &call, &plan).await {
+                if hangup_pending && call.leg1.channel.is_some() && hang_up(link, call, plan).await {
                     hangup_pending = false;
                     deadline = Instant::now() + d.action_timeout + settle;
                 }
                 if call.is_over() {
                     break End::Call {
                         timed_out: matches!(phase, Phase::HangingUp(Why::MaxCall))
-                            .then(|| max_call_reason(&plan)),
+                            .then(|| max_call_reason(plan)),
                         cancelled: matches!(phase, Phase::HangingUp(Why::Cancelled)),
                     };
                 }
@@ -268,12 +483,12 @@ pub(super) async fn run(
                 }
                 Phase::Settling => break End::Call { timed_out: None, cancelled: false },
                 Phase::Up => {
-                    hangup_pending = !hang_up(link, &call, &plan).await;
+                    hangup_pending = !hang_up(link, call, plan).await;
                     phase = Phase::HangingUp(Why::MaxCall);
                     deadline = Instant::now() + d.action_timeout + settle;
                 }
                 Phase::HangingUp(why) => break End::Call {
-                    timed_out: (why == Why::MaxCall).then(|| max_call_reason(&plan)),
+                    timed_out: (why == Why::MaxCall).then(|| max_call_reason(plan)),
                     cancelled: why == Why::Cancelled,
                 },
             },
@@ -281,7 +496,7 @@ pub(super) async fn run(
                 stop_seen = true;
                 match reason {
                     StopReason::Cancelled => {
-                        let sent = hang_up(link, &call, &plan).await;
+                        let sent = hang_up(link, call, plan).await;
                         hangup_pending = !sent;
                         phase = Phase::HangingUp(Why::Cancelled);
                         if sent {
@@ -291,28 +506,29 @@ pub(super) async fn run(
                         // the channel shows up.
                     }
                     StopReason::Shutdown => {
-                        return Outcome::hand_back_for_recovery(format!(
-                            "the worker stopped while call {} was in progress",
-                            plan.uniqueid
-                        ));
+                        break End::HandBack;
                     }
-                    StopReason::LeaseLost => return Outcome::stopped(),
+                    StopReason::LeaseLost => break End::LeaseLost,
                 }
             }
         }
-    };
-    finish(ctx, &plan, &call, end, Utc::now())
+    }
 }
 
-/// Whether Asterisk still has the call's originated channel (`CoreShowChannels`);
-/// `None` when it cannot be asked (the link is down).
-async fn still_up(link: &Link, uniqueid: &str) -> Option<bool> {
+/// The call's originated channel as Asterisk lists it (`CoreShowChannels`): its name
+/// and whether it is answered (state Up). `None` when Asterisk cannot be asked;
+/// `Some(None)` when it has no such channel.
+async fn channel_of(link: &Link, uniqueid: &str) -> Option<Option<(String, bool)>> {
     let reply = link.client.send_list(&CoreShowChannels).await.ok()?;
     Some(
         reply
             .events
             .iter()
-            .any(|e| e.get("Uniqueid") == Some(uniqueid) || e.get("Linkedid") == Some(uniqueid)),
+            .find(|e| e.get("Uniqueid") == Some(uniqueid))
+            .map(|e| {
+                let name = e.get("Channel").unwrap_or_default().to_owned();
+                (name, e.get("ChannelState") == Some("6"))
+            }),
     )
 }
 
@@ -342,23 +558,18 @@ async fn hang_up(link: &Link, call: &Call, plan: &Plan) -> bool {
     true
 }
 
-fn finish(ctx: &JobContext, plan: &Plan, call: &Call, end: End, now: DateTime<Utc>) -> Outcome {
+/// The call's CDR as far as `call` knows it, ended at `now` if no end was seen.
+fn cdr_record(
+    ctx: &JobContext,
+    plan: &Plan,
+    call: &Call,
+    disposition: Disposition,
+    now: DateTime<Utc>,
+) -> CdrRecord {
     let (cause, cause_txt) = call.cause();
-    let disposition = match &end {
-        End::Refused(_) | End::Unknown(_) => Disposition::Failed,
-        End::Unobserved if call.response.is_none() && call.answered.is_none() => {
-            Disposition::Failed
-        }
-        // Asterisk's record of the originated leg says NO ANSWER when the caller side
-        // hung up a ringing call (dialer-cancels-ringing.txt).
-        End::Call {
-            cancelled: true, ..
-        } if call.answered.is_none() => Disposition::NoAnswer,
-        End::Call { .. } | End::Unobserved => call.disposition(),
-    };
     let reason = call.response.and_then(|r| r.1);
     let ended = call.ended.unwrap_or(now);
-    let record = CdrRecord {
+    CdrRecord {
         calldate: call.started,
         answer: call.answered,
         end: ended.max(call.started),
@@ -392,7 +603,42 @@ fn finish(ctx: &JobContext, plan: &Plan, call: &Call, end: End, now: DateTime<Ut
         hangup_cause_txt: cause_txt.clone(),
         originate_reason: reason.and_then(|r| i32::try_from(r).ok()),
         worker_id: ctx.worker_id().to_owned(),
+    }
+}
+
+fn finish(
+    ctx: &JobContext,
+    plan: &Plan,
+    call: &Call,
+    end: End,
+    now: DateTime<Utc>,
+    earlier: Option<CdrRecord>,
+) -> Outcome {
+    match end {
+        // No CDR yet: the call goes on, and whoever ends it writes it.
+        End::HandBack => {
+            return Outcome::hand_back_for_recovery(format!(
+                "the worker stopped while call {} was in progress",
+                plan.uniqueid
+            ));
+        }
+        End::LeaseLost => return Outcome::stopped(),
+        _ => {}
+    }
+    let (cause, cause_txt) = call.cause();
+    let disposition = match &end {
+        End::Refused(_) | End::Unknown(_) => Disposition::Failed,
+        End::Gone => lost_disposition(call),
+        End::Unobserved if call.answered.is_none() => Disposition::Failed,
+        // Asterisk's record of the originated leg says NO ANSWER when the caller side
+        // hung up a ringing call (dialer-cancels-ringing.txt).
+        End::Call {
+            cancelled: true, ..
+        } if call.answered.is_none() => Disposition::NoAnswer,
+        End::Call { .. } | End::Unobserved | End::HandBack | End::LeaseLost => call.disposition(),
     };
+    let reason = call.response.and_then(|r| r.1);
+    let record = cdr_record(ctx, plan, call, disposition, now);
     let unobserved = matches!(end, End::Unobserved);
     let result = json!({
         "ended_unobserved": unobserved,
@@ -420,6 +666,16 @@ fn finish(ctx: &JobContext, plan: &Plan, call: &Call, end: End, now: DateTime<Ut
         End::Call {
             cancelled: true, ..
         } => Outcome::stopped(),
+        End::Gone => Outcome::failed(format!(
+            "dial job: the call ended while no worker watched it (the attempt that placed it was cut off{}); \
+             not dialled again (set \"redial_if_lost\": true for that)",
+            if call.answered.is_some() {
+                " after the answer"
+            } else {
+                ""
+            }
+        )),
+        End::HandBack | End::LeaseLost => Outcome::stopped(),
         End::Unobserved if call.answered.is_some() => Outcome::finished_empty(),
         End::Unobserved => Outcome::failed(format!(
             "dial job: the call ended while the AMI link was down or events were lost; \
@@ -459,5 +715,8 @@ fn finish(ctx: &JobContext, plan: &Plan, call: &Call, end: End, now: DateTime<Ut
             }
         },
     };
-    outcome.with_result(result).with_sql(record.into_hook())
+    let records = earlier.into_iter().chain(std::iter::once(record)).collect();
+    outcome
+        .with_result(result)
+        .with_sql(CdrRecord::hook(records))
 }

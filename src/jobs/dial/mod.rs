@@ -179,14 +179,6 @@ impl JobHandler for Dial {
                 Ok(p) => p,
                 Err(e) => return Outcome::failed(e),
             };
-            if ctx.needs_recovery() {
-                // Never a second call by accident: an earlier attempt's call may still
-                // be up, and this build cannot look for it yet.
-                return Outcome::failed(
-                    "dial job: an earlier attempt was cut off mid-call (its worker vanished or stopped); \
-                     it is not dialled again because that call may still be up",
-                );
-            }
             let Some(link) = link else {
                 return Outcome::failed("dial job: the AMI link is not up yet; nothing was sent")
                     .retryable();

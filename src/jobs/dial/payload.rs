@@ -57,6 +57,8 @@ pub struct DialPayload {
     pub variables: BTreeMap<String, String>,
     pub landing: Option<Landing>,
     pub account_code: Option<String>,
+    /// A recovery attempt that finds the earlier call gone dials again.
+    pub redial_if_lost: bool,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +76,8 @@ struct Raw {
     exten: Option<String>,
     priority: Option<u32>,
     account_code: Option<String>,
+    #[serde(default)]
+    redial_if_lost: bool,
 }
 
 fn err(msg: impl Into<String>) -> DialPayloadError {
@@ -188,6 +192,7 @@ impl DialPayload {
             variables: raw.variables,
             landing,
             account_code: raw.account_code,
+            redial_if_lost: raw.redial_if_lost,
         })
     }
 }
