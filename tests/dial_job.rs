@@ -363,6 +363,14 @@ async fn hostile_numbers_and_fields_are_refused_at_insert(pool: PgPool) {
             "{payload}: {msg}"
         );
     }
+    // A job claiming a call at INSERT could make a worker adopt (and hang up) another's.
+    for sql in [
+        "INSERT INTO dialout_queue (kind, payload, needs_recovery) VALUES ('dial', '{\"number\": \"1\"}', true)",
+        "INSERT INTO dialout_queue (kind, payload, call_uniqueid) VALUES ('dial', '{\"number\": \"1\"}', 'dialout-1-x')",
+    ] {
+        let err = sqlx::query(sql).execute(&pool).await.expect_err("refused");
+        assert!(err.to_string().contains("written by workers"), "{err}");
+    }
 }
 
 #[sqlx::test]
