@@ -74,6 +74,14 @@ enum Command {
         #[command(subcommand)]
         what: RosterCommand,
     },
+    /// The private PostgreSQL used when no database URL is set (socket-only, password).
+    Pg {
+        /// Its folder (default: database.local_dir).
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: dialout::local_pg::PgCommand,
+    },
     /// Benchmarks (figures printed, never asserted).
     Bench {
         #[command(subcommand)]
@@ -157,12 +165,12 @@ fn main() -> ExitCode {
 async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> {
     match command {
         Command::Migrate => {
-            let pool = app::pool(settings)?;
+            let pool = app::pool(settings).await?;
             queue::migrate(&pool).await?;
             println!("migrations applied");
         }
         Command::Worker => {
-            let pool = app::pool(settings)?;
+            let pool = app::pool(settings).await?;
             let shutdown = app::shutdown_on_signals();
             Worker::new(settings.clone(), pool, jobs::registry(settings)?)
                 .run(shutdown)
@@ -178,7 +186,7 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
         } => {
             let payload: Value = serde_json::from_str(&payload)
                 .map_err(|e| AppError::Usage(format!("the payload is not JSON: {e}")))?;
-            let pool = app::pool(settings)?;
+            let pool = app::pool(settings).await?;
             queue::migrate(&pool).await?;
             let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO dialout_queue (kind, payload, priority, max_attempts, dedup_key, run_at) \
@@ -203,7 +211,7 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
             }
         }
         Command::Jobs { status, limit } => {
-            let pool = app::pool(settings)?;
+            let pool = app::pool(settings).await?;
             let status = status.as_deref().map(parse_status).transpose()?;
             for (kind, st, n) in status::summary(&pool).await? {
                 println!("{kind:<16} {st:<20} {n}");
@@ -212,7 +220,7 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
             print_jobs(&status::recent(&pool, status, limit).await?);
         }
         Command::Job { id } => {
-            let pool = app::pool(settings)?;
+            let pool = app::pool(settings).await?;
             match status::job(&pool, id).await? {
                 Some(job) => println!(
                     "{}",
@@ -228,7 +236,7 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
                 latency_samples,
                 large,
             } => {
-                let admin = app::database_url(settings)?;
+                let admin = app::database_url(settings).await?;
                 println!("{}", bench::queue::drain(settings, &admin, jobs).await?);
                 println!(
                     "{}",
@@ -260,6 +268,10 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
             }
         },
         Command::Roster { what } => roster(what, settings).await?,
+        Command::Pg { dir, what } => {
+            let dir = dir.unwrap_or_else(|| settings.database.local_dir.clone());
+            dialout::local_pg::command(what, dir).await?
+        }
         Command::PbxSim { listen, scenario } => {
             let stop = app::shutdown_on_signals();
             eprintln!("dialout: simulated PBX listening on {listen}");
@@ -308,7 +320,7 @@ async fn roster(what: RosterCommand, settings: &mut Settings) -> Result<(), AppE
             eprintln!("{report}");
         }
         RosterCommand::Fetch { job_id } => {
-            let pool = app::pool(settings)?;
+            let pool = app::pool(settings).await?;
             let row: Option<(String, Option<String>)> = sqlx::query_as(
                 "SELECT status::text, result->>'csv' FROM dialout_queue WHERE id = $1 AND kind = 'roster_import'",
             )
@@ -384,7 +396,7 @@ fn print_jobs(rows: &[status::JobRow]) {
 
 /// Sample work for each kind, a worker, and the table once everything has ended.
 async fn demo(settings: &mut Settings) -> Result<(), AppError> {
-    let pool = app::pool(settings)?;
+    let pool = app::pool(settings).await?;
     queue::migrate(&pool).await?;
     let batch = uuid::Uuid::new_v4().simple().to_string();
     // A stand-in legacy host: answers one line and closes.
