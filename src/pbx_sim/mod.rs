@@ -56,6 +56,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use scenario::{Faults, Outcome, apply_scenario, outcome_for_channel};
+pub use session::OUTBOX_CAPACITY;
 
 /// An AMI account of the simulator.
 #[derive(Debug, Clone)]
