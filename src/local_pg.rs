@@ -195,7 +195,7 @@ impl LocalPg {
              running after this command; stop it with: dialout pg stop --dir {}",
             self.dir.display(),
             self.password_file().display(),
-            self.requested.display()
+            shell_word(&self.requested.to_string_lossy())
         )
     }
 
@@ -350,7 +350,21 @@ fn socket_url(password: &str, dir: &Path) -> String {
 
 /// `export DATABASE_URL='…'` for a POSIX shell's eval.
 pub fn export_line(url: &str) -> String {
-    format!("export DATABASE_URL='{}'", url.replace('\'', r"'\''"))
+    format!("export DATABASE_URL={}", quoted(url))
+}
+
+/// `s` as one word for a POSIX shell, quoted only when it needs to be (a path to paste).
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:=,@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_owned()
+    } else {
+        quoted(s)
+    }
+}
+
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// What `dialout pg` does.
@@ -457,7 +471,9 @@ mod tests {
     }
 
     #[test]
-    fn the_export_line_quotes_for_the_shell() {
+    fn the_export_line_and_the_stop_command_quote_for_the_shell() {
         assert_eq!(export_line("a'b&c"), r"export DATABASE_URL='a'\''b&c'");
+        assert_eq!(shell_word("/srv/demo/.dialout/pg"), "/srv/demo/.dialout/pg");
+        assert_eq!(shell_word("/home/a/My Demo/pg"), "'/home/a/My Demo/pg'");
     }
 }
