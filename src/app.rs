@@ -26,26 +26,28 @@ pub enum AppError {
     Usage(String),
 }
 
-/// The database URL: configured, or a private PostgreSQL started on this machine.
-pub fn database_url(settings: &mut Settings) -> Result<String, AppError> {
+/// The database URL: configured, or a private PostgreSQL started on this machine (off
+/// the runtime: starting one runs initdb and pg_ctl, which may take a minute).
+pub async fn database_url(settings: &mut Settings) -> Result<String, AppError> {
     if !settings.database.url.expose_secret().is_empty() {
         return Ok(settings.database.url.expose_secret().to_owned());
     }
-    let local = LocalPg::new(&settings.database.local_dir, settings.database.local_port)?;
-    eprintln!(
-        "dialout: no DATABASE_URL set; using a private PostgreSQL in {} (port {})",
-        local.data_dir().display(),
-        settings.database.local_port
-    );
-    local.start()?;
-    let url = local.url();
+    let dir = settings.database.local_dir.clone();
+    let url = tokio::task::spawn_blocking(move || -> Result<String, LocalPgError> {
+        let local = LocalPg::new(&dir)?;
+        local.start()?;
+        eprintln!("dialout: no DATABASE_URL set; {}", local.announcement());
+        local.url()
+    })
+    .await
+    .map_err(|e| AppError::Usage(format!("starting the private PostgreSQL: {e}")))??;
     settings.database.url = SecretString::from(url.clone());
     Ok(url)
 }
 
 /// The pool the commands use, after the database URL is settled.
-pub fn pool(settings: &mut Settings) -> Result<PgPool, AppError> {
-    let url = database_url(settings)?;
+pub async fn pool(settings: &mut Settings) -> Result<PgPool, AppError> {
+    let url = database_url(settings).await?;
     tracing::debug!(database = %redact_url(&url), "database");
     Ok(queue::pool(
         &url,

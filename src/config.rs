@@ -41,7 +41,6 @@ pub struct Settings {
 pub struct DatabaseSection {
     pub url: SecretString,
     pub local_dir: PathBuf,
-    pub local_port: u16,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
 }

@@ -72,6 +72,14 @@ enum Command {
         #[command(subcommand)]
         what: RosterCommand,
     },
+    /// The private PostgreSQL used when no database URL is set (socket-only, password).
+    Pg {
+        /// Its folder (default: database.local_dir).
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: dialout::local_pg::PgCommand,
+    },
     /// Benchmarks (figures printed, never asserted).
     Bench {
         #[command(subcommand)]
@@ -202,6 +210,10 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
             } => cli::roster::convert(settings, roster, email_domain, format).await,
             RosterCommand::Fetch { job_id } => cli::roster::fetch(settings, job_id).await,
         },
+        Command::Pg { dir, what } => {
+            let dir = dir.unwrap_or_else(|| settings.database.local_dir.clone());
+            Ok(dialout::local_pg::command(what, dir).await?)
+        }
         Command::PbxSim { listen, scenario } => cli::pbx_sim(listen, scenario.as_deref()).await,
     }
 }

@@ -754,3 +754,48 @@ async fn run_with_a_scenario_file_until_shutdown() {
     assert!(r.is_err());
     let _ = std::fs::remove_file(&path);
 }
+
+/// A client that logs in, keeps sending actions and never reads a reply: once the socket
+/// buffers and the session's bounded outbox are full, the simulator closes that session
+/// (as Asterisk drops a client whose writes time out) instead of queueing without limit,
+/// and goes on serving others.
+#[tokio::test]
+async fn a_client_that_never_reads_is_disconnected_not_buffered_without_limit() {
+    use tokio::io::AsyncWriteExt;
+    let sim = start_sim(fast_sim_config()).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(sim.local_addr()).await.unwrap();
+    stream
+        .write_all(b"Action: Login\r\nUsername: dialer\r\nSecret: dialer-secret\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while sim.sessions() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no session");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pings = b"Action: Ping\r\n\r\n".repeat(1024);
+    let mut sent = 0usize;
+    while sim.sessions() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session still open after {sent} unread replies"
+        );
+        // Our write stalls (or fails) once the simulator stops reading us.
+        if let Ok(Ok(())) = timeout(Duration::from_millis(200), stream.write_all(&pings)).await {
+            sent += 1024;
+        }
+    }
+    assert!(
+        sent > dialout::pbx_sim::OUTBOX_CAPACITY,
+        "closed only after more than the outbox holds went unread ({sent} sent)"
+    );
+    // Others are still served.
+    let c = AmiClient::connect(client_config(&sim)).await.unwrap();
+    timeout(WAIT, c.send_action(&dialout::ami::actions::Ping))
+        .await
+        .expect("a ping within the bound")
+        .expect("a new client is served");
+    assert_eq!(sim.sessions(), 1);
+}

@@ -101,34 +101,54 @@ async fn enqueue_validates_dedups_and_jobs_shows_it(pool: PgPool) {
 }
 
 #[test]
-fn without_database_url_a_private_postgresql_is_started() {
-    let dir = tempfile::tempdir().unwrap();
-    let pgdir = dir.path().join("pg");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-        .to_string();
-    let env = [
-        ("DIALOUT__DATABASE__LOCAL_DIR", pgdir.to_str().unwrap()),
-        ("DIALOUT__DATABASE__LOCAL_PORT", port.as_str()),
-    ];
+fn without_database_url_a_private_postgresql_is_started_announced_and_stoppable() {
+    let temp = TempPg::new();
+    let dir = temp.requested.to_str().unwrap();
+    let env = [("DIALOUT__DATABASE__LOCAL_DIR", dir)];
     let out = dialout(None, &["enqueue", "noop"], &env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("using a private PostgreSQL"), "{stderr}");
+    // One line says what keeps running, and how to stop it.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("no DATABASE_URL set"))
+        .unwrap_or_else(|| panic!("no announcement: {stderr}"));
+    assert!(line.contains("Unix socket only"), "{line}");
+    assert!(
+        line.contains(&format!("dialout pg stop --dir {dir}")),
+        "{line}"
+    );
+    assert!(!line.contains(&temp.pg.url().unwrap()), "{line}");
     let out = dialout(None, &["jobs"], &env);
     assert!(stdout(&out).contains("noop"), "{}", stdout(&out));
-    let pg = dialout::local_pg::LocalPg::new(&pgdir, port.parse().unwrap()).unwrap();
-    pg.stop().unwrap();
+
+    let env_line = dialout(None, &["pg", "env", "--dir", dir], &[]);
+    assert_eq!(
+        stdout(&env_line).trim(),
+        dialout::local_pg::export_line(&temp.pg.url().unwrap())
+    );
+    assert!(temp.pg.is_running());
+    let stop = dialout(None, &["pg", "stop", "--dir", dir], &[]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(!temp.pg.is_running(), "`dialout pg stop` stopped it");
 }
 
 #[sqlx::test]
 async fn json_logs_never_show_the_database_password(pool: PgPool) {
     let url = db_url(&pool).await;
-    // Trust authentication ignores the password, so the worker runs with it in its URL.
-    let with_password = url.replacen("postgres://postgres@", "postgres://postgres:hunter2@", 1);
-    assert_ne!(with_password, url, "the test URL has the expected shape");
+    let mut parsed = url::Url::parse(&url).unwrap();
+    let (with_password, secret) = match parsed.password() {
+        Some(pw) => (url.clone(), pw.to_owned()),
+        None => {
+            // Trust authentication ignores a password, so the worker runs with one.
+            parsed.set_password(Some("hunter2")).unwrap();
+            (parsed.to_string(), "hunter2".to_owned())
+        }
+    };
     let worker = WorkerProcess::spawn(
         &with_password,
         "logger",
@@ -154,7 +174,7 @@ async fn json_logs_never_show_the_database_password(pool: PgPool) {
     );
     for line in &lines {
         assert!(
-            !line.contains("hunter2"),
+            !line.contains(&secret),
             "a log line shows the password: {line}"
         );
         serde_json::from_str::<serde_json::Value>(line)

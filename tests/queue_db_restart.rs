@@ -9,38 +9,50 @@ use dialout::local_pg::LocalPg;
 use dialout::queue;
 use support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
-/// A migrated private cluster of this test's own (it will be stopped and restarted).
-async fn private_cluster() -> (tempfile::TempDir, std::sync::Arc<LocalPg>, sqlx::PgPool) {
+/// A migrated private cluster of this test's own (it will be stopped and restarted),
+/// removed when the guard drops.
+async fn private_cluster() -> (Removed, std::sync::Arc<LocalPg>, sqlx::PgPool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pg = std::sync::Arc::new(
-        LocalPg::new(&dir.path().join("pg"), free_port()).expect("PostgreSQL installed"),
-    );
+    let pg =
+        std::sync::Arc::new(LocalPg::new(&dir.path().join("pg")).expect("PostgreSQL installed"));
     {
         let pg = pg.clone();
         blocking(move || pg.start())
             .await
             .expect("private cluster starts");
     }
-    let pool = queue::pool(&pg.url(), 4, Duration::from_secs(5)).unwrap();
+    let pool = queue::pool(&pg.url().expect("url"), 4, Duration::from_secs(5)).unwrap();
     queue::migrate(&pool).await.unwrap();
-    (dir, pg, pool)
+    (
+        Removed {
+            pg: pg.clone(),
+            _dir: dir,
+        },
+        pg,
+        pool,
+    )
+}
+
+/// Removes the cluster (as root it lives outside the temporary folder).
+struct Removed {
+    pg: std::sync::Arc<LocalPg>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = self.pg.remove();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_a_running_worker_loses_nothing() {
     let (_dir, pg, pool) = private_cluster().await;
-    let url = pg.url();
+    let url = pg.url().expect("url");
     let worker = WorkerProcess::spawn(&url, "survivor", &[("DIALOUT__WORKER__LEASE_MS", "5000")]);
 
     sqlx::query(
@@ -108,7 +120,7 @@ async fn postgres_restarted_under_a_running_worker_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_away_longer_than_a_lease_stops_jobs_and_they_run_again_later() {
     let (_dir, pg, pool) = private_cluster().await;
-    let url = pg.url();
+    let url = pg.url().expect("url");
     let worker = WorkerProcess::spawn(&url, "cut-off", &[]); // lease 1 s
     sqlx::query(
         "INSERT INTO dialout_queue (kind, payload) \

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use support::proxy::CutProxy;
+use support::proxy::{CutProxy, Upstream};
 use support::*;
 
 /// The lease statement commits, then the connection drops before its reply arrives:
@@ -15,15 +15,10 @@ use support::*;
 /// would burn the only attempt of a `max_attempts = 1` job as "worker lost").
 #[sqlx::test]
 async fn a_lease_whose_reply_was_lost_is_given_back_not_burned(pool: PgPool) {
-    let options = pool.connect_options();
-    let proxy = CutProxy::start(format!("{}:{}", options.get_host(), options.get_port())).await;
-    let via_proxy = PgPoolOptions::new().max_connections(5).connect_lazy_with(
-        options
-            .as_ref()
-            .clone()
-            .host("127.0.0.1")
-            .port(proxy.port()),
-    );
+    let proxy = CutProxy::start(Upstream::of(&pool.connect_options())).await;
+    let via_proxy = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_lazy_with(proxy.options_for(&db_url(&pool).await));
     // The lease's reply is the only one that carries the payload.
     proxy.cut_reply_containing(b"lose-this-lease-reply");
     let id: i64 = sqlx::query_scalar(

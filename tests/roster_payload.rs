@@ -83,3 +83,50 @@ fn paths_stay_inside_the_roster_dir() {
     assert!(matches!(e, ConvertError::Open { .. }), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A symlink inside roster_dir is followed before the check: one leading out (to a file
+/// or through a folder) is refused, one staying inside works, and roster_dir may itself
+/// be reached through a symlink.
+#[test]
+fn symlinks_in_the_roster_dir_cannot_lead_out() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("rosters");
+    let outside = tmp.path().join("secret");
+    std::fs::create_dir_all(&dir).expect("roster dir");
+    std::fs::create_dir_all(&outside).expect("outside dir");
+    std::fs::write(dir.join("r.txt"), "1 Ana Ruiz ana@example.org Ventas\n").expect("write");
+    std::fs::write(outside.join("s.txt"), "1 Eva Paz eva@example.org Ventas\n").expect("write");
+    symlink(outside.join("s.txt"), dir.join("escape.txt")).expect("symlink");
+    symlink(&outside, dir.join("out")).expect("symlink");
+    symlink(dir.join("r.txt"), dir.join("alias.txt")).expect("symlink");
+    symlink(&dir, tmp.path().join("via-link")).expect("symlink");
+
+    let convert = |root: &std::path::Path, path: &str| {
+        let defaults = ConvertOptions {
+            roster_dir: Some(root.to_owned()),
+            ..ConvertOptions::default()
+        };
+        let p = RosterPayload::parse(&json!({ "path": path })).expect("payload");
+        let mut out = Vec::new();
+        p.convert(&mut out, &defaults)
+            .map(|_| String::from_utf8(out).expect("utf-8"))
+    };
+    for bad in ["escape.txt", "out/s.txt"] {
+        let e = convert(&dir, bad).expect_err("refused");
+        assert!(
+            matches!(e, ConvertError::PathOutsideRosterDir(_)),
+            "{bad}: {e}"
+        );
+        assert!(
+            e.to_string().contains("outside the roster directory"),
+            "{e}"
+        );
+    }
+    let csv = convert(&dir, "alias.txt").expect("a symlink inside works");
+    assert!(csv.contains("Ana"), "{csv}");
+    let csv = convert(&tmp.path().join("via-link"), "r.txt").expect("roster_dir via a symlink");
+    assert!(csv.contains("Ana"), "{csv}");
+    let e = convert(&tmp.path().join("via-link"), "escape.txt").expect_err("refused");
+    assert!(matches!(e, ConvertError::PathOutsideRosterDir(_)), "{e}");
+}

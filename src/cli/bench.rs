@@ -12,7 +12,7 @@ pub async fn queue(
     latency_samples: usize,
     large: u64,
 ) -> Result<(), AppError> {
-    let admin = app::database_url(settings)?;
+    let admin = app::database_url(settings).await?;
     println!(
         "{}",
         crate::bench::queue::drain(settings, &admin, count).await?

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 /// Enqueues the samples, runs a worker for every kind this build has until they end
 /// (at most a minute), prints them.
 pub async fn run(settings: &mut Settings) -> Result<(), AppError> {
-    let pool = app::pool(settings)?;
+    let pool = app::pool(settings).await?;
     queue::migrate(&pool).await?;
     let batch = uuid::Uuid::new_v4().simple().to_string();
     // A stand-in legacy host: answers one line and closes.

@@ -9,7 +9,7 @@ use crate::queue::{self, JobStatus, NewJob, status};
 /// `dialout enqueue`: adds the job (after migrating, so a fresh database works) and
 /// prints its id.
 pub async fn enqueue(settings: &mut Settings, job: NewJob) -> Result<(), AppError> {
-    let pool = app::pool(settings)?;
+    let pool = app::pool(settings).await?;
     queue::migrate(&pool).await?;
     match queue::enqueue(&pool, &job)
         .await
@@ -35,7 +35,7 @@ pub async fn list(
     status: Option<&str>,
     limit: i64,
 ) -> Result<(), AppError> {
-    let pool = app::pool(settings)?;
+    let pool = app::pool(settings).await?;
     let status = status.map(parse_status).transpose()?;
     for (kind, st, n) in status::summary(&pool).await? {
         println!("{kind:<16} {st:<20} {n}");
@@ -47,7 +47,7 @@ pub async fn list(
 
 /// `dialout job ID`: one job as JSON.
 pub async fn show(settings: &mut Settings, id: i64) -> Result<(), AppError> {
-    let pool = app::pool(settings)?;
+    let pool = app::pool(settings).await?;
     match status::job(&pool, id).await? {
         Some(job) => println!(
             "{}",

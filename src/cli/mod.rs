@@ -13,7 +13,7 @@ use crate::worker::Worker;
 
 /// `dialout migrate`.
 pub async fn migrate(settings: &mut Settings) -> Result<(), AppError> {
-    let pool = app::pool(settings)?;
+    let pool = app::pool(settings).await?;
     queue::migrate(&pool).await?;
     println!("migrations applied");
     Ok(())
@@ -21,7 +21,7 @@ pub async fn migrate(settings: &mut Settings) -> Result<(), AppError> {
 
 /// `dialout worker`: runs until SIGTERM/SIGINT.
 pub async fn worker(settings: &mut Settings) -> Result<(), AppError> {
-    let pool = app::pool(settings)?;
+    let pool = app::pool(settings).await?;
     let shutdown = app::shutdown_on_signals();
     Worker::new(settings.clone(), pool, crate::jobs::registry(settings)?)
         .run(shutdown)

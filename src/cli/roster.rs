@@ -44,7 +44,7 @@ pub async fn convert(
 
 /// Writes a finished roster_import job's CSV to stdout.
 pub async fn fetch(settings: &mut Settings, job_id: i64) -> Result<(), AppError> {
-    let pool = app::pool(settings)?;
+    let pool = app::pool(settings).await?;
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "SELECT status::text, result->>'csv' FROM dialout_queue WHERE id = $1 AND kind = 'roster_import'",
     )

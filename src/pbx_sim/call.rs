@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::SimState;
@@ -203,20 +203,20 @@ fn plan(
 pub(super) async fn originate(
     state: &Arc<SimState>,
     origin: u64,
-    tx: &mpsc::UnboundedSender<Bytes>,
+    tx: &super::session::Outbox,
     m: &Message,
 ) {
     let aid = m.action_id();
     let channel = m.get("Channel").unwrap_or("");
     if !channel.contains('/') {
-        let _ = tx.send(response("Error", aid, &[("Message", "Invalid channel")]));
+        tx.send(response("Error", aid, &[("Message", "Invalid channel")]));
         return;
     }
     let landing_ok = m.get("Application").is_some()
         || (m.get("Context") == Some("originated")
             && matches!(m.get("Exten"), Some("s" | "hangup-now")));
     if !landing_ok {
-        let _ = tx.send(response(
+        tx.send(response(
             "Error",
             aid,
             &[("Message", "Extension does not exist.")],
@@ -230,7 +230,7 @@ pub(super) async fn originate(
     let p = plan(state, m, &outcome, None);
     if is_async {
         // The Response is queued before any event of the call, as in every capture.
-        let _ = tx.send(response(
+        tx.send(response(
             "Success",
             aid,
             &[("Message", "Originate successfully queued")],
@@ -250,7 +250,7 @@ pub(super) async fn originate(
         } else {
             response("Error", aid, &[("Message", "Originate failed")])
         };
-        let _ = tx.send(r);
+        tx.send(r);
     }
     for _ in 0..state.cfg.faults.noise_calls {
         let n = state.noise_seq.fetch_add(1, Ordering::Relaxed);
@@ -456,17 +456,13 @@ fn emit(
 }
 
 /// `CoreShowChannels`: an event list of live channels.
-pub(super) fn core_show_channels(
-    state: &SimState,
-    tx: &mpsc::UnboundedSender<Bytes>,
-    aid: Option<&str>,
-) {
+pub(super) fn core_show_channels(state: &SimState, tx: &super::session::Outbox, aid: Option<&str>) {
     let calls: Vec<Arc<CallHandle>> = state
         .calls
         .lock()
         .map(|g| g.values().filter(|c| c.primary).cloned().collect())
         .unwrap_or_default();
-    let _ = tx.send(response(
+    tx.send(response(
         "Success",
         aid,
         &[("EventList", "start"), ("Message", "Channels will follow")],
@@ -513,7 +509,7 @@ pub(super) fn core_show_channels(
                 s.push_str(&format!("{k}: {v}\r\n"));
             }
             s.push_str("\r\n");
-            let _ = tx.send(Bytes::from(s));
+            tx.send(Bytes::from(s));
             n += 1;
         }
     }
@@ -522,13 +518,13 @@ pub(super) fn core_show_channels(
         s.push_str(&format!("ActionID: {a}\r\n"));
     }
     s.push_str(&format!("EventList: Complete\r\nListItems: {n}\r\n\r\n"));
-    let _ = tx.send(Bytes::from(s));
+    tx.send(Bytes::from(s));
 }
 
 /// `Status`: an event list (one channel or all).
 pub(super) fn status(
     state: &SimState,
-    tx: &mpsc::UnboundedSender<Bytes>,
+    tx: &super::session::Outbox,
     aid: Option<&str>,
     channel: Option<&str>,
 ) {
@@ -549,10 +545,10 @@ pub(super) fn status(
         && !want.is_empty()
         && items.is_empty()
     {
-        let _ = tx.send(response("Error", aid, &[("Message", "No such channel")]));
+        tx.send(response("Error", aid, &[("Message", "No such channel")]));
         return;
     }
-    let _ = tx.send(response(
+    tx.send(response(
         "Success",
         aid,
         &[
@@ -575,7 +571,7 @@ pub(super) fn status(
             c.uid1,
             c.started.elapsed().as_secs()
         ));
-        let _ = tx.send(Bytes::from(s));
+        tx.send(Bytes::from(s));
     }
     let mut s = String::from("Event: StatusComplete\r\n");
     if let Some(a) = aid {
@@ -586,5 +582,5 @@ pub(super) fn status(
         items.len(),
         items.len()
     ));
-    let _ = tx.send(Bytes::from(s));
+    tx.send(Bytes::from(s));
 }

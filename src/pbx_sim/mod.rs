@@ -57,6 +57,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use scenario::{CallOutcome, Faults, apply_scenario, outcome_for_channel};
+pub use session::OUTBOX_CAPACITY;
 
 /// An AMI account of the simulator.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -65,8 +66,38 @@ impl EventPolicy {
     }
 }
 
+/// Messages a session may have queued for its client beyond what the socket buffers
+/// hold. A client that stops reading fills it; then its session is closed (a warning is
+/// logged), as Asterisk drops a manager session whose writes time out, instead of the
+/// simulator's memory growing without limit.
+pub const OUTBOX_CAPACITY: usize = 4096;
+
+/// The writer's bounded queue; sending never waits.
+#[derive(Clone)]
+pub(super) struct Outbox {
+    tx: mpsc::Sender<Bytes>,
+    kill: CancellationToken,
+    id: u64,
+}
+
+impl Outbox {
+    /// Queues `b`; when the queue is full the session is closed instead.
+    pub(super) fn send(&self, b: Bytes) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(b)
+            && !self.kill.is_cancelled()
+        {
+            tracing::warn!(
+                session = self.id,
+                queued = OUTBOX_CAPACITY,
+                "pbx-sim: the client does not read what it is sent; closing its session"
+            );
+            self.kill.cancel();
+        }
+    }
+}
+
 pub(super) struct SessionHandle {
-    pub tx: mpsc::UnboundedSender<Bytes>,
+    pub tx: Outbox,
     pub policy: Arc<Mutex<EventPolicy>>,
     pub kill: CancellationToken,
 }
@@ -87,7 +118,7 @@ impl SimState {
                     .map(|p| p.wants(name, text))
                     .unwrap_or(false);
                 if wants {
-                    let _ = s.tx.send(bytes.clone());
+                    s.tx.send(bytes.clone());
                 }
             }
         }
@@ -97,7 +128,7 @@ impl SimState {
     pub(super) fn close_all_after_queued(&self) {
         if let Ok(g) = self.sessions.lock() {
             for s in g.values() {
-                let _ = s.tx.send(Bytes::new());
+                s.tx.send(Bytes::new());
             }
         }
     }
@@ -153,9 +184,14 @@ pub(super) async fn handle(state: Arc<SimState>, stream: TcpStream, peer: Socket
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let local = stream.local_addr().ok();
     let (r, mut w) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOX_CAPACITY);
     let policy = Arc::new(Mutex::new(EventPolicy::default()));
     let kill = CancellationToken::new();
+    let tx = Outbox {
+        tx,
+        kill: kill.clone(),
+        id,
+    };
     if let Ok(mut g) = state.sessions.lock() {
         g.insert(
             id,
@@ -170,28 +206,26 @@ pub(super) async fn handle(state: Arc<SimState>, stream: TcpStream, peer: Socket
     // Writer: the only task touching the write half.
     let k = kill.clone();
     let writer = tokio::spawn(async move {
-        let _ = w.write_all(b"Asterisk Call Manager/11.0.0\r\n").await;
-        loop {
-            let b = tokio::select! {
-                _ = k.cancelled() => break,
-                b = rx.recv() => match b { Some(b) => b, None => break },
-            };
+        let write_all = async {
+            w.write_all(b"Asterisk Call Manager/11.0.0\r\n").await?;
             // An empty message means "close after what was queued before it".
-            if b.is_empty() {
-                break;
-            }
-            let res = match slow {
-                Some(pause) if b.len() > 1 => {
-                    let half = b.len() / 2;
-                    let r = w.write_all(&b[..half]).await;
-                    tokio::time::sleep(pause).await;
-                    r.and(w.write_all(&b[half..]).await)
+            while let Some(b) = rx.recv().await.filter(|b| !b.is_empty()) {
+                match slow {
+                    Some(pause) if b.len() > 1 => {
+                        let half = b.len() / 2;
+                        w.write_all(&b[..half]).await?;
+                        tokio::time::sleep(pause).await;
+                        w.write_all(&b[half..]).await?;
+                    }
+                    _ => w.write_all(&b).await?,
                 }
-                _ => w.write_all(&b).await,
-            };
-            if res.is_err() {
-                break;
             }
+            std::io::Result::Ok(())
+        };
+        // A kill also ends a write that waits on a client that does not read.
+        tokio::select! {
+            _ = k.cancelled() => {}
+            _ = write_all => {}
         }
         let _ = w.shutdown().await;
     });
@@ -217,7 +251,7 @@ pub(super) async fn handle(state: Arc<SimState>, stream: TcpStream, peer: Socket
             _ => break,
         };
         if s.on_action(&m).await == Flow::Close {
-            let _ = s.tx.send(Bytes::new());
+            s.tx.send(Bytes::new());
             let _ = writer.await;
             if let Ok(mut g) = state.sessions.lock() {
                 g.remove(&id);
@@ -241,7 +275,7 @@ enum Flow {
 struct Session {
     state: Arc<SimState>,
     id: u64,
-    tx: mpsc::UnboundedSender<Bytes>,
+    tx: Outbox,
     policy: Arc<Mutex<EventPolicy>>,
     challenge: Option<String>,
     user: Option<super::SimUser>,
@@ -251,7 +285,7 @@ struct Session {
 
 impl Session {
     fn send(&self, b: Bytes) {
-        let _ = self.tx.send(b);
+        self.tx.send(b);
     }
 
     /// Sends an event to this session only, subject to its policy.

@@ -315,3 +315,32 @@ pub async fn all_ended(pool: &PgPool, within: Duration) {
     })
     .await
 }
+
+/// A private PostgreSQL (`dialout::local_pg`) in a temporary folder, stopped and removed
+/// on drop (as root the cluster lives in /tmp, outside that folder).
+pub struct TempPg {
+    pub pg: dialout::local_pg::LocalPg,
+    /// The folder asked for (what `--dir` and `database.local_dir` take).
+    pub requested: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TempPg {
+    /// Not started yet.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let requested = dir.path().join("pg");
+        let pg = dialout::local_pg::LocalPg::new(&requested).expect("PostgreSQL installed");
+        Self {
+            pg,
+            requested,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TempPg {
+    fn drop(&mut self) {
+        let _ = self.pg.remove();
+    }
+}

@@ -2,11 +2,31 @@
 //! database has done the work (and committed), the worker never hears of it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use sqlx::postgres::PgConnectOptions;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+
+/// Where the proxy forwards to: PostgreSQL's TCP port or its Unix socket (the private
+/// cluster has no TCP listener).
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl Upstream {
+    /// The server `options` connect to.
+    pub fn of(options: &PgConnectOptions) -> Self {
+        match options.get_socket() {
+            Some(dir) => Self::Unix(dir.join(format!(".s.PGSQL.{}", options.get_port()))),
+            None => Self::Tcp(format!("{}:{}", options.get_host(), options.get_port())),
+        }
+    }
+}
 
 #[derive(Default)]
 struct Shared {
@@ -23,17 +43,25 @@ pub struct CutProxy {
 
 impl CutProxy {
     /// Listens on a free loopback port and forwards every connection to `upstream`.
-    pub async fn start(upstream: String) -> Self {
+    pub async fn start(upstream: Upstream) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared::default());
         let for_task = shared.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                tokio::spawn(pump_pair(client, server, for_task.clone()));
+                match &upstream {
+                    Upstream::Tcp(addr) => {
+                        if let Ok(server) = TcpStream::connect(addr).await {
+                            tokio::spawn(pump_pair(client, server, for_task.clone()));
+                        }
+                    }
+                    Upstream::Unix(path) => {
+                        if let Ok(server) = UnixStream::connect(path).await {
+                            tokio::spawn(pump_pair(client, server, for_task.clone()));
+                        }
+                    }
+                }
             }
         });
         Self {
@@ -45,6 +73,23 @@ impl CutProxy {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// `url` (with its user, password and database) pointed at the proxy over TCP.
+    pub fn options_for(&self, url: &str) -> PgConnectOptions {
+        let mut url = url::Url::parse(url).expect("a database URL");
+        let query: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "host" && k != "port")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.set_query(None);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url.set_host(Some("127.0.0.1")).expect("host");
+        url.set_port(Some(self.port())).expect("port");
+        url.as_str().parse().expect("the proxy's URL")
     }
 
     /// The next reply from the database that contains `marker` never reaches the
@@ -65,9 +110,12 @@ impl Drop for CutProxy {
     }
 }
 
-async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
+async fn pump_pair<S>(client: TcpStream, server: S, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
+    let (mut server_read, mut server_write) = tokio::io::split(server);
     let upstream = async {
         let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
     };

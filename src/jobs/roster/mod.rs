@@ -242,11 +242,17 @@ impl RosterPayload {
         match &self.source {
             RosterSource::Inline(text) => convert(text.as_bytes(), out, &options, |_| {}),
             RosterSource::Path(p) => {
-                let path = resolve_path(p, options.roster_dir.as_deref())?;
+                let (path, real_root) = resolve_path(p, options.roster_dir.as_deref())?;
                 let file = File::open(&path).map_err(|source| ConvertError::Open {
                     path: path.clone(),
                     source,
                 })?;
+                if let Some(root) = &real_root
+                    && opened_path(&file).is_some_and(|opened| !opened.starts_with(root))
+                {
+                    // A folder on the way became a symlink between the check and the open.
+                    return Err(ConvertError::PathOutsideRosterDir(p.clone()));
+                }
                 convert(
                     BufReader::with_capacity(256 * 1024, file),
                     out,
@@ -258,15 +264,34 @@ impl RosterPayload {
     }
 }
 
-fn resolve_path(p: &Path, root: Option<&Path>) -> Result<PathBuf, ConvertError> {
+/// Where `p` really is, and the real roster folder: with a folder, `p` must be relative,
+/// and both are resolved (symlinks followed) before the check, so a symlink inside the
+/// folder cannot lead out of it.
+fn resolve_path(p: &Path, root: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>), ConvertError> {
     let Some(root) = root else {
-        return Ok(p.to_owned());
+        return Ok((p.to_owned(), None));
     };
-    if p.components().all(|c| matches!(c, Component::Normal(_))) {
-        Ok(root.join(p))
+    if !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(ConvertError::PathOutsideRosterDir(p.to_owned()));
+    }
+    let real = |path: PathBuf| {
+        path.canonicalize()
+            .map_err(|source| ConvertError::Open { path, source })
+    };
+    let real_root = real(root.to_owned())?;
+    let target = real(root.join(p))?;
+    if target.starts_with(&real_root) {
+        Ok((target, Some(real_root)))
     } else {
         Err(ConvertError::PathOutsideRosterDir(p.to_owned()))
     }
+}
+
+/// The real path of an open file (Linux's /proc), to check what was opened rather than
+/// what was looked at before.
+fn opened_path(file: &File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
 }
 
 /// How far a conversion got, for progress displays.
