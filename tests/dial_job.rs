@@ -665,3 +665,64 @@ async fn a_call_that_ends_while_the_link_is_down_ends_on_reconnect_not_at_max_ca
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].disposition, "ANSWERED");
 }
+
+/// A `dialout worker` process that dials through `sim`, to be killed with -9.
+fn dial_worker_process(url: &str, sim: &PbxSim, id: &str) -> support::WorkerProcess {
+    let port = sim.local_addr().port().to_string();
+    support::WorkerProcess::spawn(
+        url,
+        id,
+        &[
+            ("DIALOUT__WORKER__KINDS", "dial"),
+            ("DIALOUT__AMI__PORT", &port),
+            ("DIALOUT__AMI__USERNAME", "dialer"),
+            ("DIALOUT__AMI__SECRET", "dialer-secret"),
+            ("DIALOUT__AMI__PING_INTERVAL_MS", "0"),
+            ("DIALOUT__DIAL__CHANNEL", "Local/{number}@callee"),
+        ],
+    )
+}
+
+#[sqlx::test]
+async fn a_worker_killed_mid_call_leaves_one_call_that_the_next_attempt_adopts(pool: PgPool) {
+    let sim = sim(1.0, &[("700", "long-answer_6000")], |_| {}).await;
+    let url = support::db_url(&pool).await;
+    // max_attempts 1: the recovery attempt comes even though the attempts are spent.
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO dialout_queue (kind, payload, max_attempts) \
+         VALUES ('dial', '{\"number\": \"700\"}', 1) RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("enqueue");
+    let mut victim = dial_worker_process(&url, &sim, "victim");
+    eventually(WAIT, "the call to be answered", || async {
+        (status_of(&pool, id).await == "established").then_some(())
+    })
+    .await;
+    victim.signal("KILL");
+    let _ = victim.child.wait();
+    assert_eq!(sim.live_calls(), 1, "the call outlives its worker");
+
+    let worker = start(&pool, dial_settings(&sim));
+    assert_eq!(ended(&pool, id, WAIT).await, "finished");
+    worker.shutdown().await;
+    assert_eq!(sim.live_calls(), 0);
+    sim.shutdown().await;
+    let (attempts, lost): (i32, i32) =
+        sqlx::query_as("SELECT attempts, lost_leases FROM dialout_queue WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!(
+        (attempts, lost),
+        (2, 1),
+        "one lost attempt, one recovery attempt"
+    );
+    let rows = cdrs(&pool, id).await;
+    assert_eq!(rows.len(), 1, "one call, one CDR: {rows:?}");
+    assert_eq!(rows[0].disposition, "ANSWERED");
+    assert_eq!(rows[0].attempt, 2);
+    assert!(rows[0].billsec >= 4, "{:?}", rows[0]);
+}
