@@ -28,9 +28,9 @@ pub(crate) struct Row<'a> {
 /// It replaced a hand-written writer with an eight-bytes-at-a-time quote check, at a
 /// price: 960 against 328 instructions per row for the CSV, 2,475 against 1,861 on the
 /// writer thread in all (callgrind, `dialout bench roster --rows 100000`), which makes
-/// the writer thread the busier one (the reader's: 2,124). Seven alternating pairs of
-/// `dialout bench roster` on a loaded machine: median ratio 0.84 of the old throughput,
-/// so about 2.3 M rows/s on a quiet one, above the 2 M target.
+/// the writer thread the busier one (the reader's: 2,124; 2,124/2,475 = 0.86). Sixteen
+/// alternating pairs of `dialout bench roster` on a loaded machine: median ratio 0.85 of
+/// the old throughput, so about 2.3 M rows/s on a quiet one, above the 2 M target.
 pub(crate) struct MoodleCsv<W: Write> {
     out: W,
     /// csv-core writes into initialised bytes: at least `FLUSH_AT + SLACK` of them, the
