@@ -186,7 +186,6 @@ impl<W: Write> Assigner<W> {
             lastname: text(Text::Last),
             email: if generated { &self.email_out } else { email },
             department: text(Text::Department),
-            names: batch.names(row),
         })
     }
 

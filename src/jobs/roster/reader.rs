@@ -12,22 +12,20 @@ use std::ops::Range;
 
 use super::rules::{is_particle, longest_no_email_marker, may_start_no_email_marker};
 
-/// Windows-1252 0x80..=0x9F; the five undefined bytes map to the C1 controls as in WHATWG.
-const CP1252_HIGH: [char; 32] = [
-    '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8D}', 'Ž', '\u{8F}',
-    '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9D}', 'ž', 'Ÿ',
-];
-
+/// Windows-1252 to `out` (replacing what it held). Every byte has a character (the five
+/// undefined ones map to the C1 controls, as in the WHATWG Encoding Standard), so nothing is
+/// ever replaced.
 pub(crate) fn decode_cp1252(bytes: &[u8], out: &mut String) {
     out.clear();
-    out.reserve(bytes.len() + bytes.len() / 2);
-    for &b in bytes {
-        let c = match b {
-            0x80..=0x9F => CP1252_HIGH[usize::from(b - 0x80)],
-            _ => char::from(b),
-        };
-        out.push(c);
-    }
+    let mut decoder = encoding_rs::WINDOWS_1252.new_decoder_without_bom_handling();
+    // At most three UTF-8 bytes per input byte: `None` only past `usize::MAX`.
+    out.reserve(
+        decoder
+            .max_utf8_buffer_length(bytes.len())
+            .unwrap_or(usize::MAX),
+    );
+    let (result, read, _) = decoder.decode_to_string(bytes, out, true);
+    debug_assert!(matches!(result, encoding_rs::CoderResult::InputEmpty) && read == bytes.len());
 }
 
 /// What a reader found first that means "this is not a roster".
@@ -943,5 +941,15 @@ mod tests {
         let mut s = String::new();
         decode_cp1252(b"Mu\xF1oz \x80", &mut s);
         assert_eq!(s, "Muñoz €");
+        // Every byte, the five undefined ones (C1 controls) included; and `s` is replaced.
+        let all: Vec<u8> = (0x20..=0xFF).collect();
+        decode_cp1252(&all, &mut s);
+        let high = "€\u{81}‚ƒ„…†‡ˆ‰Š‹Œ\u{8D}Ž\u{8F}\u{90}‘’“”•–—˜™š›œ\u{9D}žŸ";
+        let want: String = (0x20..0x80u8)
+            .map(char::from)
+            .chain(high.chars())
+            .chain((0xA0..=0xFFu8).map(char::from))
+            .collect();
+        assert_eq!(s, want);
     }
 }

@@ -70,15 +70,6 @@ impl Batch {
         &self.text[row.texts[t as usize].clone()]
     }
 
-    /// Forename, surname and department back to back: a row's parser appends them in
-    /// that order, first of its texts.
-    #[inline]
-    pub(crate) fn names(&self, row: &Staged) -> &str {
-        let [first, last, department, ..] = &row.texts;
-        debug_assert!(first.end == last.start && last.end == department.start);
-        &self.text[first.start..department.end]
-    }
-
     /// Builds the rows' username bases and generated addresses' local parts, and the
     /// hashes of the names phase B looks up. Runs on phase B's thread, first thing for
     /// each batch, as phase A is the busier of the two. `at_domain`: `@` and the domain

@@ -519,8 +519,9 @@ impl MarkerText {
 }
 
 /// Appends the ASCII transliteration of `c`, lower case, letters and digits only. Covers
-/// Latin-1 and Latin Extended-A (Spanish, Portuguese, French, German, Nordic, Central
-/// European names); anything else (apostrophes, hyphens, other scripts) adds nothing.
+/// the letters of Latin-1 and Latin Extended-A (Spanish, Portuguese, French, German,
+/// Nordic, Central European names), as `deunicode` transliterates them; anything else
+/// (apostrophes, hyphens, symbols such as ½ or ×, other scripts) adds nothing.
 pub(crate) fn push_ascii_alnum(c: char, out: &mut String) {
     if c.is_ascii() {
         if c.is_ascii_alphanumeric() {
@@ -528,45 +529,29 @@ pub(crate) fn push_ascii_alnum(c: char, out: &mut String) {
         }
         return;
     }
-    out.push_str(non_ascii_alnum(c));
+    for b in latin_transliteration(c).bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(char::from(b.to_ascii_lowercase()));
+        }
+    }
 }
 
 /// Whether [`push_ascii_alnum`] appends something for `c`.
 fn has_ascii_alnum(c: char) -> bool {
-    c.is_ascii_alphanumeric() || !c.is_ascii() && !non_ascii_alnum(c).is_empty()
+    c.is_ascii_alphanumeric()
+        || latin_transliteration(c)
+            .bytes()
+            .any(|b| b.is_ascii_alphanumeric())
 }
 
-/// [`push_ascii_alnum`] of a non-ASCII character.
-fn non_ascii_alnum(c: char) -> &'static str {
-    match c {
-        'À'..='Å' | 'à'..='å' | 'Ā'..='ą' => "a",
-        'Æ' | 'æ' => "ae",
-        'Ç' | 'ç' | 'Ć'..='č' => "c",
-        'Ð' | 'ð' | 'Ď'..='đ' => "d",
-        'È'..='Ë' | 'è'..='ë' | 'Ē'..='ě' => "e",
-        'Ì'..='Ï' | 'ì'..='ï' | 'Ĩ'..='ı' => "i",
-        'Ĳ' | 'ĳ' => "ij",
-        'Ñ' | 'ñ' | 'Ń'..='ŉ' => "n",
-        'Ò'..='Ö' | 'Ø' | 'ò'..='ö' | 'ø' | 'Ō'..='ő' => "o",
-        'Œ' | 'œ' => "oe",
-        'Ù'..='Ü' | 'ù'..='ü' | 'Ũ'..='ų' => "u",
-        'Ý' | 'ý' | 'ÿ' | 'Ŷ'..='Ÿ' => "y",
-        'Þ' | 'þ' => "th",
-        'ß' => "ss",
-        'Ĝ'..='ģ' => "g",
-        'Ĥ'..='ħ' => "h",
-        'Ĵ' | 'ĵ' => "j",
-        'Ķ'..='ĸ' => "k",
-        'Ĺ'..='ł' => "l",
-        'Ŋ' | 'ŋ' => "ng",
-        'Ŕ'..='ř' => "r",
-        'Ś'..='š' => "s",
-        'Ţ'..='ŧ' => "t",
-        'Ŵ' | 'ŵ' => "w",
-        'Ź'..='ž' => "z",
-        'ª' => "a",
-        'º' => "o",
-        _ => "",
+/// `deunicode`'s transliteration of a letter of Latin-1 or Latin Extended-A (U+00C0 to
+/// U+017E, ª and º), empty for any other character: a username is made of Latin letters,
+/// never of a transliterated symbol or script (the README's rule).
+fn latin_transliteration(c: char) -> &'static str {
+    if matches!(c, 'ª' | 'º' | 'À'..='ž') && c.is_alphabetic() {
+        deunicode::deunicode_char(c).unwrap_or_default()
+    } else {
+        ""
     }
 }
 
@@ -1036,6 +1021,51 @@ mod tests {
         assert!(!is_particle(""));
         assert!(!is_particle("Gil"));
         assert!(!is_particle("dela"));
+    }
+
+    /// The hand-written table `deunicode` replaced: its output must not change.
+    /// [`push_ascii_alnum`] of a non-ASCII character.
+    fn non_ascii_alnum(c: char) -> &'static str {
+        match c {
+            'À'..='Å' | 'à'..='å' | 'Ā'..='ą' => "a",
+            'Æ' | 'æ' => "ae",
+            'Ç' | 'ç' | 'Ć'..='č' => "c",
+            'Ð' | 'ð' | 'Ď'..='đ' => "d",
+            'È'..='Ë' | 'è'..='ë' | 'Ē'..='ě' => "e",
+            'Ì'..='Ï' | 'ì'..='ï' | 'Ĩ'..='ı' => "i",
+            'Ĳ' | 'ĳ' => "ij",
+            'Ñ' | 'ñ' | 'Ń'..='ŉ' => "n",
+            'Ò'..='Ö' | 'Ø' | 'ò'..='ö' | 'ø' | 'Ō'..='ő' => "o",
+            'Œ' | 'œ' => "oe",
+            'Ù'..='Ü' | 'ù'..='ü' | 'Ũ'..='ų' => "u",
+            'Ý' | 'ý' | 'ÿ' | 'Ŷ'..='Ÿ' => "y",
+            'Þ' | 'þ' => "th",
+            'ß' => "ss",
+            'Ĝ'..='ģ' => "g",
+            'Ĥ'..='ħ' => "h",
+            'Ĵ' | 'ĵ' => "j",
+            'Ķ'..='ĸ' => "k",
+            'Ĺ'..='ł' => "l",
+            'Ŋ' | 'ŋ' => "ng",
+            'Ŕ'..='ř' => "r",
+            'Ś'..='š' => "s",
+            'Ţ'..='ŧ' => "t",
+            'Ŵ' | 'ŵ' => "w",
+            'Ź'..='ž' => "z",
+            'ª' => "a",
+            'º' => "o",
+            _ => "",
+        }
+    }
+
+    #[test]
+    fn transliteration_is_the_old_tables() {
+        for c in (0x80..0x3_0000).filter_map(char::from_u32) {
+            let mut s = String::new();
+            push_ascii_alnum(c, &mut s);
+            assert_eq!(s, non_ascii_alnum(c), "{c} U+{:04X}", u32::from(c));
+            assert_eq!(has_ascii_alnum(c), !s.is_empty(), "{c}");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Eight bytes at a time: the byte tests the reader and the writer use to skip the slow
+//! Eight bytes at a time: the byte tests the reader (and the name rules) use to skip the slow
 //! exact paths on ordinary text.
 
 pub(super) const ONES: u64 = 0x0101_0101_0101_0101;
