@@ -52,7 +52,26 @@ async fn demo_runs_sample_work_to_its_end_and_prints_the_table(pool: PgPool) {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(finished_kinds, ["legacy_message", "noop", "roster_import"]);
+    assert_eq!(
+        finished_kinds,
+        ["dial", "legacy_message", "noop", "roster_import"]
+    );
+    // The dial samples called the demo's simulated PBX: one CDR each, printed.
+    let (dials, cdrs): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM dialout_queue WHERE kind = 'dial'), \
+                (SELECT count(*) FROM dialout_cdr)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        dials >= 3 && cdrs == dials,
+        "{dials} dial jobs, {cdrs} CDRs"
+    );
+    assert!(
+        text.contains("dialout_cdr:") && text.contains("BUSY"),
+        "{text}"
+    );
 }
 
 #[sqlx::test]
