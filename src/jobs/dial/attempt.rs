@@ -432,10 +432,12 @@ async fn follow(
                 let Some(ev) = ev else { break End::Unknown("the call tracker stopped".into()) };
                 let m = match ev {
                     CallEvent::Event(m) => m,
-                    // After a gap, ask Asterisk: a call that ended meanwhile must end
-                    // here too, not wait for a Hangup that will never come.
-                    CallEvent::Gap | CallEvent::Reconnected => {
-                        if channel_of(link, &plan.uniqueid).await == Some(None) && !call.is_over() {
+                    // After a gap: a call that ended meanwhile ends here too, rather
+                    // than wait for a Hangup that will never come. A call with no event
+                    // yet may just not exist in Asterisk so far: it waits.
+                    CallEvent::Listed(up) => {
+                        let seen = call.leg1.channel.is_some() || call.response.is_some();
+                        if seen && !up.contains(&plan.uniqueid) && !call.is_over() {
                             break End::Unobserved;
                         }
                         continue;

@@ -159,6 +159,7 @@ async fn keep_linked(
     );
     let tracker = Arc::new(Tracker::default());
     let events = client.subscribe(tracker::is_ours);
+    let lister = client.clone();
     if let Ok(mut g) = slot.lock() {
         *g = Some(Link {
             client,
@@ -167,7 +168,9 @@ async fn keep_linked(
     }
     ready.set(true);
     let reporter = ready.clone();
-    tracker.run(events, move |up| reporter.set(up)).await;
+    tracker
+        .run(events, lister, move |up| reporter.set(up))
+        .await;
 }
 
 impl JobHandler for Dial {

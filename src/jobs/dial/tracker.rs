@@ -7,14 +7,20 @@
 //! whichever key it carries (ActionID, Uniqueid with any `;2` leg suffix cut off,
 //! Linkedid, CallerID); everything else (other clients' calls, other replicas' calls)
 //! is ignored.
+//!
+//! After a gap (the link came back, or events were lost) the tracker asks Asterisk
+//! once for its channels and tells every call that was registered before it asked,
+//! so a call that ended unseen can end too: one `CoreShowChannels` for all calls, not
+//! one per call.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::ami::{Message, Notice, Subscription};
+use crate::ami::actions::CoreShowChannels;
+use crate::ami::{AmiClient, Message, Notice, Subscription};
 
 /// The prefix of every ChannelId this product gives a call.
 pub const TAG_PREFIX: &str = "dialout-";
@@ -23,21 +29,26 @@ pub const TAG_PREFIX: &str = "dialout-";
 #[derive(Debug, Clone)]
 pub enum CallEvent {
     Event(Arc<Message>),
-    /// The link dropped, or events were lost: the call may have missed its own.
-    Gap,
-    /// Logged in again after a drop.
-    Reconnected,
+    /// After a gap: the Uniqueids of every channel Asterisk had when asked.
+    Listed(Arc<HashSet<String>>),
+}
+
+#[derive(Default)]
+struct Calls {
+    by_key: HashMap<String, u64>,
+    senders: HashMap<u64, mpsc::UnboundedSender<CallEvent>>,
 }
 
 #[derive(Default)]
 pub struct Tracker {
-    calls: Mutex<HashMap<String, mpsc::UnboundedSender<CallEvent>>>,
-    registered: AtomicUsize,
+    calls: Mutex<Calls>,
+    next_id: AtomicU64,
 }
 
 /// A call's registration; dropping it unregisters every key.
 pub struct Registration {
     tracker: Arc<Tracker>,
+    id: u64,
     keys: Vec<String>,
 }
 
@@ -45,9 +56,11 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut calls = self.tracker.calls();
         for k in &self.keys {
-            calls.remove(k);
+            if calls.by_key.get(k) == Some(&self.id) {
+                calls.by_key.remove(k);
+            }
         }
-        self.tracker.registered.fetch_sub(1, Ordering::Relaxed);
+        calls.senders.remove(&self.id);
     }
 }
 
@@ -56,22 +69,14 @@ impl Drop for Registration {
 pub fn is_ours(m: &Message) -> bool {
     matches!(
         m.event_name(),
-        Some("OriginateResponse" | "Hangup" | "Newchannel" | "Newstate" | "Cdr")
-    ) && [
-        "ActionID",
-        "Uniqueid",
-        "UniqueID",
-        "Linkedid",
-        "CallerIDName",
-    ]
-    .iter()
-    .any(|k| m.get(k).is_some_and(|v| v.starts_with(TAG_PREFIX)))
+        Some("OriginateResponse" | "Hangup" | "Newchannel" | "Newstate")
+    ) && ["ActionID", "Uniqueid", "Linkedid", "CallerIDName"]
+        .iter()
+        .any(|k| m.get(k).is_some_and(|v| v.starts_with(TAG_PREFIX)))
 }
 
 impl Tracker {
-    fn calls(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<CallEvent>>> {
+    fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -81,15 +86,17 @@ impl Tracker {
         keys: Vec<String>,
     ) -> (Registration, mpsc::UnboundedReceiver<CallEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut calls = self.calls();
         for k in &keys {
-            calls.insert(k.clone(), tx.clone());
+            calls.by_key.insert(k.clone(), id);
         }
+        calls.senders.insert(id, tx);
         drop(calls);
-        self.registered.fetch_add(1, Ordering::Relaxed);
         (
             Registration {
                 tracker: self.clone(),
+                id,
                 keys,
             },
             rx,
@@ -98,59 +105,80 @@ impl Tracker {
 
     /// Calls registered now.
     pub fn live(&self) -> usize {
-        self.registered.load(Ordering::Relaxed)
+        self.calls().senders.len()
     }
 
     fn route(&self, m: Arc<Message>) {
         let calls = self.calls();
-        let key_of = |field: &str| {
-            let v = m.get(field)?;
-            let v = v.split_once(';').map_or(v, |(head, _)| head);
-            calls.get(v)
-        };
         let target = [
             "ActionID",
             "Uniqueid",
-            "UniqueID",
             "Linkedid",
             "CallerIDName",
             "CallerIDNum",
         ]
         .iter()
-        .find_map(|f| key_of(f));
+        .find_map(|field| {
+            let v = m.get(field)?;
+            let v = v.split_once(';').map_or(v, |(head, _)| head);
+            calls.by_key.get(v)
+        })
+        .and_then(|id| calls.senders.get(id));
         if let Some(tx) = target {
             let _ = tx.send(CallEvent::Event(m.clone()));
         }
     }
 
-    fn broadcast(&self, e: CallEvent) {
-        for tx in self.calls().values() {
-            let _ = tx.send(e.clone());
+    /// Asks Asterisk for its channels and tells every call registered before the
+    /// question went out (a call placed after it may not be listed yet).
+    async fn reconcile(self: Arc<Self>, client: AmiClient) {
+        let before = self.next_id.load(Ordering::Relaxed);
+        let listed = match client.send_list(&CoreShowChannels).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(error = %e, "CoreShowChannels after a gap failed; calls wait for their own events");
+                return;
+            }
+        };
+        let up: Arc<HashSet<String>> = Arc::new(
+            listed
+                .events
+                .iter()
+                .filter_map(|e| e.get("Uniqueid").map(str::to_owned))
+                .collect(),
+        );
+        for (id, tx) in &self.calls().senders {
+            if *id < before {
+                let _ = tx.send(CallEvent::Listed(up.clone()));
+            }
         }
     }
 
-    /// Feeds the calls from `events` until the subscription ends, and reports the
-    /// link's state to `link_up`.
-    pub async fn run(self: Arc<Self>, mut events: Subscription, link_up: impl Fn(bool)) {
+    /// Feeds the calls from `events` until the subscription ends, reconciles after
+    /// every gap, and reports the link's state to `link_up`.
+    pub async fn run(
+        self: Arc<Self>,
+        mut events: Subscription,
+        client: AmiClient,
+        link_up: impl Fn(bool),
+    ) {
         while let Some(notice) = events.recv().await {
             match notice {
                 Notice::Event(m) => self.route(m),
                 Notice::Lagged(n) => {
-                    tracing::warn!(
-                        lost = n,
-                        "AMI events lost: calls in flight check their state"
-                    );
-                    self.broadcast(CallEvent::Gap);
+                    tracing::warn!(lost = n, "AMI events lost: checking the calls in flight");
+                    tokio::spawn(self.clone().reconcile(client.clone()));
                 }
                 Notice::Disconnected { reason } => {
                     tracing::warn!(%reason, "AMI link down: dial jobs are not leased until it is back");
                     link_up(false);
-                    self.broadcast(CallEvent::Gap);
                 }
                 Notice::Reconnected => {
-                    tracing::info!("AMI link back: dial jobs are leased again");
+                    tracing::info!(
+                        "AMI link back: dial jobs are leased again; checking the calls in flight"
+                    );
                     link_up(true);
-                    self.broadcast(CallEvent::Reconnected);
+                    tokio::spawn(self.clone().reconcile(client.clone()));
                 }
             }
         }
