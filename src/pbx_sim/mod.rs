@@ -81,6 +81,11 @@ pub struct SimConfig {
     /// by its last digit: 0–4 answer, 5 busy, 6 noanswer, 7 congestion, 8 reject,
     /// 9 slow-answer.
     pub numbers: HashMap<String, String>,
+    /// cdr.conf `unanswered`: send Cdr events for calls that were never answered. The
+    /// default is `true`, like the lab the captures (and so the templates) come from; stock
+    /// Asterisk has `false` and sends no Cdr at all for busy, no answer, failed calls
+    /// (busy-cdr-default.txt, noanswer-cdr-default.txt), so a dialer must not wait for one.
+    pub cdr_unanswered: bool,
 }
 
 impl SimConfig {
@@ -135,6 +140,7 @@ impl Default for SimConfig {
             auth_failure_delay: Duration::from_secs(1),
             faults: Faults::default(),
             numbers: HashMap::new(),
+            cdr_unanswered: true,
         }
     }
 }
@@ -147,14 +153,42 @@ pub(crate) struct SimState {
     chan_seq: AtomicU64,
     uid_seq: AtomicU64,
     noise_seq: AtomicU64,
+    /// Originate actions received, whatever became of them.
+    originates: AtomicU64,
+    /// Calls with channels that have ended (`CoreProcessedCalls`).
+    processed: AtomicU64,
+    /// Picks each call's seed for `Faults::vary_order`.
+    vary_seq: AtomicU64,
     uid_base: u64,
     started: std::time::Instant,
+    started_wall: u64,
+    /// `core stop now`: live calls hang up (Hangup, Cdr) before the sessions close.
+    stop_now: CancellationToken,
     shutdown: CancellationToken,
 }
 
 impl SimState {
     fn scaled(&self, d: Duration) -> Duration {
         d.mul_f64(self.cfg.time_scale.max(0.0))
+    }
+
+    /// Live calls with channels.
+    fn live_call_count(&self) -> usize {
+        self.calls
+            .lock()
+            .map(|g| g.iter().filter(|(k, c)| **k == c.chan1).count())
+            .unwrap_or(0)
+    }
+
+    fn processed_calls(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+
+    /// Start date and time, `YYYY-MM-DD` and `HH:MM:SS` (CoreStatus).
+    fn started_at(&self) -> (String, String) {
+        let t = render::format_time(self.started_wall);
+        let (d, h) = t.split_once(' ').unwrap_or((&t, ""));
+        (d.to_owned(), h.to_owned())
     }
 
     fn next_uid(&self) -> String {
@@ -193,8 +227,13 @@ impl PbxSim {
             chan_seq: AtomicU64::new(0),
             uid_seq: AtomicU64::new(0),
             noise_seq: AtomicU64::new(0),
+            originates: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+            vary_seq: AtomicU64::new(0),
             uid_base: now,
             started: std::time::Instant::now(),
+            started_wall: now,
+            stop_now: CancellationToken::new(),
             shutdown: CancellationToken::new(),
         });
         let st = state.clone();
@@ -235,11 +274,13 @@ impl PbxSim {
 
     /// Calls with live channels.
     pub fn live_calls(&self) -> usize {
-        self.state
-            .calls
-            .lock()
-            .map(|g| g.values().filter(|c| c.is_primary()).count())
-            .unwrap_or(0)
+        self.state.live_call_count()
+    }
+
+    /// `Action: Originate` messages received on all sessions since the start, refused ones
+    /// included: lets a test check that a client sent exactly one.
+    pub fn originates(&self) -> u64 {
+        self.state.originates.load(Ordering::Relaxed)
     }
 
     /// Connected sessions.
@@ -247,10 +288,18 @@ impl PbxSim {
         self.state.sessions.lock().map(|g| g.len()).unwrap_or(0)
     }
 
-    /// `core stop now`, simplified: every session gets `Event: Shutdown` (`Shutdown:
-    /// Cleanly`, `Restart: False`), then its socket is closed; live calls are abandoned
-    /// without Hangups (a real stop would hang them up first).
+    /// `core stop now` (shutdown-stop-now.txt): every live call hangs up with its
+    /// SoftHangupRequest, HangupRequest, Hangup (Cause 0) and Cdr events, then every session
+    /// gets `Event: Shutdown` (`Shutdown: Cleanly`, `Restart: False`) and its socket is
+    /// closed after what was queued. For an abrupt stop (SIGKILL: a bare FIN) use
+    /// [`PbxSim::shutdown`].
     pub async fn shutdown_gracefully(self) {
+        self.state.stop_now.cancel();
+        // Each call's task sends its hangup events and unregisters; bounded wait.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.live_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         self.state.broadcast(
             "Shutdown",
             "Event: Shutdown\r\nPrivilege: system,all\r\nShutdown: Cleanly\r\nRestart: False\r\n\r\n".into(),
