@@ -258,7 +258,9 @@ fn plan(
             Some(0),
             None,
         ),
-        CallOutcome::Answer { hangup_after } if application.is_some() => {
+        CallOutcome::Answer { hangup_after } | CallOutcome::LongAnswer { hangup_after }
+            if application.is_some() =>
+        {
             // The application runs to its end (Wait's seconds), then the call ends with
             // cause 0 (probe-application.txt); other applications last as long as the callee.
             let h = sc(*hangup_after);
@@ -280,6 +282,15 @@ fn plan(
             (
                 render::answer(),
                 vec![Duration::ZERO, h.min(ms(502)), h],
+                Some(0),
+                None,
+            )
+        }
+        CallOutcome::LongAnswer { hangup_after } => {
+            let h = sc(*hangup_after);
+            (
+                render::long_answer(),
+                vec![Duration::ZERO, h.min(ms(501)), h],
                 Some(0),
                 None,
             )

@@ -65,6 +65,27 @@ cached!(nonexistent, templates::NONEXISTENT);
 cached!(cancel_ringing, templates::CANCEL_RINGING);
 cached!(cancel_answered, templates::CANCEL_ANSWERED);
 cached!(hangup_ringing_leg2, templates::HANGUP_RINGING_LEG2);
+
+/// `long-answer`: its answer and Wait(30) as captured (probe-channelid-show.txt), then the
+/// callee's own hangup, which no capture has, taken from `answer`'s last phase.
+pub(super) fn long_answer() -> &'static Parsed {
+    static P: OnceLock<Parsed> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut p = parse(&templates::LONG_ANSWER);
+        let a = answer();
+        let last = a.events.iter().map(|e| e.phase).max().unwrap_or(0);
+        let next = p.events.iter().map(|e| e.phase).max().unwrap_or(0) + 1;
+        for e in a.events.iter().filter(|e| e.phase == last) {
+            p.events.push(TEvent {
+                phase: next,
+                per_variable: e.per_variable,
+                name: e.name,
+                body: e.body,
+            });
+        }
+        p
+    })
+}
 cached!(application, templates::APPLICATION);
 cached!(landing_hangs_up, templates::LANDING_HANGS_UP);
 cached!(shutdown_now, templates::SHUTDOWN_NOW);
@@ -111,7 +132,14 @@ pub(super) struct Vars {
 /// are rendered once per variable.
 pub(super) fn render(ev: &TEvent, v: &Vars, out: &mut String) {
     if ev.per_variable {
-        for (k, val) in &v.variables {
+        // `;1` sets the Originate's variables last to first, `;2` first to last
+        // (probe-variable.txt).
+        let on_one = ev.body.contains("\nChannel: {CHAN};1\n");
+        let mut vars: Vec<_> = v.variables.iter().collect();
+        if on_one {
+            vars.reverse();
+        }
+        for (k, val) in vars {
             render_one(ev.body, v, Some((k, val)), out);
         }
     } else {

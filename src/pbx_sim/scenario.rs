@@ -9,6 +9,11 @@ pub enum CallOutcome {
     Answer {
         hangup_after: Duration,
     },
+    /// As `Answer`, with the callee in `Wait(30)` rather than `Playback` while up (the
+    /// lab's `long-answer`).
+    LongAnswer {
+        hangup_after: Duration,
+    },
     /// Ring `ring`, answer, hang up `hangup_after` later.
     SlowAnswer {
         ring: Duration,
@@ -53,7 +58,7 @@ pub fn outcome_for_channel(channel: &str) -> CallOutcome {
         "answer" => CallOutcome::Answer {
             hangup_after: arg(1922),
         },
-        "long-answer" => CallOutcome::Answer {
+        "long-answer" => CallOutcome::LongAnswer {
             hangup_after: arg(30_000),
         },
         "slow-answer" => {

@@ -3896,6 +3896,423 @@ UserField:
 "#,
 };
 
+/// From `probe-channelid-show.txt`.
+pub(super) const LONG_ANSWER: Template = Template {
+    name: "long-answer",
+    source: "probe-channelid-show.txt",
+    phases_ms: &[4, 505],
+    text: r#"@0
+Event: Newchannel
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0
+Event: Newchannel
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: AppDial2
+AppData: (Outgoing Line)
+
+@0V
+Event: VarSet
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Variable: {VARNAME}
+Value: {VARVALUE}
+
+@0
+Event: NewCallerid
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+CID-CallingPres: 0 (Presentation Allowed, Not Screened)
+
+@0
+Event: NewConnectedLine
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0V
+Event: VarSet
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Variable: {VARNAME}
+Value: {VARVALUE}
+
+@0
+Event: NewCallerid
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+CID-CallingPres: 0 (Presentation Allowed, Not Screened)
+
+@0
+Event: NewConnectedLine
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: LocalBridge
+Privilege: call,all
+LocalOneChannel: {CHAN};1
+LocalOneChannelState: 0
+LocalOneChannelStateDesc: Down
+LocalOneCallerIDNum: {NUM}
+LocalOneCallerIDName: {NAME}
+LocalOneConnectedLineNum: {NUM}
+LocalOneConnectedLineName: {NAME}
+LocalOneLanguage: en
+LocalOneAccountCode: 
+LocalOneContext: {CTX}
+LocalOneExten: {EXTEN}
+LocalOnePriority: 1
+LocalOneUniqueid: {UID1}
+LocalOneLinkedid: {UID1}
+LocalTwoChannel: {CHAN};2
+LocalTwoChannelState: 4
+LocalTwoChannelStateDesc: Ring
+LocalTwoCallerIDNum: {NUM}
+LocalTwoCallerIDName: {NAME}
+LocalTwoConnectedLineNum: {NUM}
+LocalTwoConnectedLineName: {NAME}
+LocalTwoLanguage: en
+LocalTwoAccountCode: 
+LocalTwoContext: {CTX}
+LocalTwoExten: {EXTEN}
+LocalTwoPriority: 1
+LocalTwoUniqueid: {UID2}
+LocalTwoLinkedid: {UID1}
+Context: {CTX}
+Exten: {EXTEN}
+LocalOptimization: Yes
+
+@0
+Event: DialBegin
+Privilege: call,all
+DestChannel: {CHAN};1
+DestChannelState: 0
+DestChannelStateDesc: Down
+DestCallerIDNum: {NUM}
+DestCallerIDName: {NAME}
+DestConnectedLineNum: {NUM}
+DestConnectedLineName: {NAME}
+DestLanguage: en
+DestAccountCode: 
+DestContext: {CTX}
+DestExten: {EXTEN}
+DestPriority: 1
+DestUniqueid: {UID1}
+DestLinkedid: {UID1}
+DialString: {EXTEN}@{CTX}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: NoOp
+AppData: callee {EXTEN}: "{NAME}" <{NUM}>
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: Answer
+AppData: 
+
+@0
+Event: Newstate
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: Newstate
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0
+Event: DialEnd
+Privilege: call,all
+DestChannel: {CHAN};1
+DestChannelState: 6
+DestChannelStateDesc: Up
+DestCallerIDNum: {NUM}
+DestCallerIDName: {NAME}
+DestConnectedLineNum: {NUM}
+DestConnectedLineName: {NAME}
+DestLanguage: en
+DestAccountCode: 
+DestContext: {CTX}
+DestExten: {EXTEN}
+DestPriority: 1
+DestUniqueid: {UID1}
+DestLinkedid: {UID1}
+DialStatus: ANSWER
+
+@0
+Event: OriginateResponse
+Privilege: call,all
+ActionID: {ACTIONID}
+Response: Success
+Channel: {CHAN};1
+Context: {LCTX}
+Exten: {LEXTEN}
+Reason: 4
+Uniqueid: {UID1}
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Extension: {LEXTEN}
+Application: NoOp
+AppData: originated call landed: "{NAME}" <{NUM}> job={JOB}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 2
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Extension: {LEXTEN}
+Application: Wait
+AppData: 30
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: INUSE
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: INUSE
+
+@1
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: Wait
+AppData: 30
+"#,
+};
+
 /// From `probe-hangup-ringing-leg2.txt` (after the client's Hangup action).
 pub(super) const HANGUP_RINGING_LEG2: Template = Template {
     name: "hangup-ringing-leg2",
