@@ -694,3 +694,152 @@ async fn misc_and_prelogin_actions_match_capture() {
         sim.shutdown().await;
     }
 }
+
+/// busy-cdr-default.txt, noanswer-cdr-default.txt: stock `unanswered = no` sends no Cdr
+/// for a call never answered; an answered call still gets both.
+#[tokio::test]
+async fn stock_cdr_settings_send_no_cdr_for_unanswered_calls() {
+    let mut cfg = fast_sim_config();
+    cfg.cdr_unanswered = false;
+    let sim = start_sim(cfg).await;
+    for file in ["busy-cdr-default.txt", "noanswer-cdr-default.txt"] {
+        let got = replay_call(&sim, file, false).await;
+        assert!(got.iter().all(|m| m.event_name() != Some("Cdr")), "{file}");
+    }
+    let mut raw = Raw::login(&sim, "on").await;
+    raw.send(&originate_text("Local/answer_10@callee", "a-1", 7, ""))
+        .await;
+    let mut cdrs = 0;
+    while cdrs < 2 {
+        let m = raw.next().await.unwrap();
+        if m.event_name() == Some("Cdr") {
+            assert_eq!(m.get("Disposition"), Some("ANSWERED"));
+            cdrs += 1;
+        }
+    }
+    sim.shutdown().await;
+}
+
+/// Asterisk truncates: Duration = floor((end - start) ms / 1000), BillableSeconds likewise
+/// from the answer. 1.7 s of talk at real speed is 1 s, not 2.
+#[tokio::test]
+async fn cdr_seconds_are_truncated() {
+    let mut cfg = fast_sim_config();
+    cfg.time_scale = 1.0;
+    let sim = start_sim(cfg).await;
+    let mut raw = Raw::login(&sim, "cdr").await;
+    raw.send(&originate_text("Local/answer_1700@callee", "t-1", 8, ""))
+        .await;
+    let mut cdrs = Vec::new();
+    while cdrs.len() < 2 {
+        let m = raw.next().await.unwrap();
+        if m.event_name() == Some("Cdr") {
+            cdrs.push((
+                m.get("Duration").unwrap().to_owned(),
+                m.get("BillableSeconds").unwrap().to_owned(),
+            ));
+        }
+    }
+    assert_eq!(cdrs, [("1".into(), "1".into()), ("1".into(), "1".into())]);
+    sim.shutdown().await;
+}
+
+/// Ringing longer than the Originate Timeout ends as no answer (Reason 3, cause 19), for
+/// slow-answer and reject as for noanswer.
+#[tokio::test]
+async fn originate_timeout_cuts_a_long_ring() {
+    let sim = start_sim(fast_sim_config()).await;
+    let mut raw = Raw::login(&sim, "call").await;
+    for (chan, job) in [
+        ("Local/slow-answer_5000@callee", 11),
+        ("Local/reject_5000@callee", 12),
+        ("Local/slow-answer_1000@callee", 13),
+    ] {
+        raw.send(&originate_text(chan, &format!("to-{job}"), job, ""))
+            .await;
+        let got = until_call_ends(&mut raw, &job.to_string()).await;
+        let or = got
+            .iter()
+            .find(|m| m.event_name() == Some("OriginateResponse"));
+        let or = match or {
+            Some(or) => or.clone(),
+            None => {
+                raw.until(|m| m.event_name() == Some("OriginateResponse"))
+                    .await
+            }
+        };
+        let causes: Vec<_> = got
+            .iter()
+            .filter(|m| {
+                m.event_name() == Some("Hangup") && m.get("CallerIDNum") == Some(&job.to_string())
+            })
+            .map(|m| m.get("Cause").unwrap().to_owned())
+            .collect();
+        if job == 13 {
+            assert_eq!(or.get("Reason"), Some("4"), "rings 1 s of 4: answered");
+        } else {
+            assert_eq!(
+                (or.get("Response"), or.get("Reason")),
+                (Some("Failure"), Some("3")),
+                "{chan}"
+            );
+            assert_eq!(causes, ["19", "19"], "{chan}");
+        }
+    }
+    sim.shutdown().await;
+}
+
+/// shutdown-stop-now.txt, fact 13: `core stop now` with a call up: SoftHangupRequest,
+/// HangupRequest, Hangup (Cause 0) and Cdr for the call, then `Event: Shutdown`, then FIN.
+#[tokio::test]
+async fn graceful_stop_hangs_calls_up_then_says_shutdown() {
+    let blocks = load("shutdown-stop-now.txt");
+    let o = nth_action(&blocks, "Action: Originate", 0);
+    let after: Vec<_> = blocks
+        .iter()
+        .filter(|b| b.dir == Dir::FromAsterisk && b.t >= 2.806)
+        .collect();
+    assert_eq!(after.last().unwrap().first(), "Event: Shutdown");
+    let sim = start_sim(fast_sim_config()).await;
+    let mut raw = Raw::login(&sim, "on").await;
+    raw.send_block(&blocks[o]).await;
+    let num = blocks[o]
+        .get("Variable")
+        .and_then(|v| v.split_once('='))
+        .map(|(_, n)| n.to_owned())
+        .unwrap();
+    // Up, with the callee in Wait(30): the state the capture was stopped in.
+    raw.until(|m| {
+        m.event_name() == Some("Newexten")
+            && m.get("Application") == Some("Wait")
+            && m.get("Channel").is_some_and(|c| c.ends_with(";2"))
+    })
+    .await;
+    assert_eq!(sim.live_calls(), 1);
+    let stop = tokio::spawn(sim.shutdown_gracefully());
+    let got = raw.take(after.len()).await;
+    assert_same("core stop now", &after, &got, true);
+    assert!(raw.next().await.is_none(), "FIN after Shutdown");
+    timeout(WAIT, stop).await.unwrap().unwrap();
+    assert!(
+        got.iter()
+            .any(|m| m.get("CallerIDNum") == Some(num.as_str()))
+    );
+}
+
+/// shutdown-kill9.txt: the abrupt stop is a bare FIN, with no Hangup, Cdr or Shutdown.
+#[tokio::test]
+async fn abrupt_stop_is_a_bare_fin() {
+    let sim = start_sim(fast_sim_config()).await;
+    let mut raw = Raw::login(&sim, "on").await;
+    raw.send(&originate_text("Local/long-answer@callee", "k-1", 9, ""))
+        .await;
+    raw.until(|m| m.event_name() == Some("OriginateResponse"))
+        .await;
+    raw.until(|m| m.event_name() == Some("Newexten") && m.get("Application") == Some("Wait"))
+        .await;
+    raw.until(|m| m.event_name() == Some("Newexten") && m.get("Application") == Some("Wait"))
+        .await;
+    sim.shutdown().await;
+    assert!(raw.next().await.is_none(), "nothing before the FIN");
+}

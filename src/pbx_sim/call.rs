@@ -252,7 +252,7 @@ fn plan(
     }
     let hangup_now = vars.lexten == "hangup-now" && application.is_none();
     let (parsed, phases, answered_from, drop_origin_after) = match &outcome {
-        CallOutcome::Answer { .. } if hangup_now => (
+        CallOutcome::Answer { .. } | CallOutcome::LongAnswer { .. } if hangup_now => (
             render::landing_hangs_up(),
             vec![Duration::ZERO],
             Some(0),
