@@ -455,6 +455,7 @@ fn unregister(state: &SimState, h: &CallHandle) {
         g.remove(&h.chan2);
     }
     state.processed.fetch_add(1, Ordering::Relaxed);
+    state.call_ended.notify_waiters();
 }
 
 /// Ends a live call as a dialer-side `Action: Hangup` does, with its `Cause` if it had one.

@@ -157,6 +157,8 @@ pub(crate) struct SimState {
     originates: AtomicU64,
     /// Calls with channels that have ended (`CoreProcessedCalls`).
     processed: AtomicU64,
+    /// Woken whenever a call ends (the graceful stop waits for the last one).
+    call_ended: tokio::sync::Notify,
     /// Picks each call's seed for `Faults::vary_order`.
     vary_seq: AtomicU64,
     uid_base: u64,
@@ -229,6 +231,7 @@ impl PbxSim {
             noise_seq: AtomicU64::new(0),
             originates: AtomicU64::new(0),
             processed: AtomicU64::new(0),
+            call_ended: tokio::sync::Notify::new(),
             vary_seq: AtomicU64::new(0),
             uid_base: now,
             started: std::time::Instant::now(),
@@ -296,10 +299,16 @@ impl PbxSim {
     pub async fn shutdown_gracefully(self) {
         self.state.stop_now.cancel();
         // Each call's task sends its hangup events and unregisters; bounded wait.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while self.live_calls() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                let ended = self.state.call_ended.notified();
+                if self.live_calls() == 0 {
+                    break;
+                }
+                ended.await;
+            }
+        })
+        .await;
         self.state.broadcast(
             "Shutdown",
             "Event: Shutdown\r\nPrivilege: system,all\r\nShutdown: Cleanly\r\nRestart: False\r\n\r\n".into(),

@@ -194,6 +194,8 @@ pub(super) async fn handle(state: Arc<SimState>, stream: TcpStream, peer: Socket
             }
         }
         let _ = w.shutdown().await;
+        // Closed from our side: stop reading too, like Asterisk's close of the socket.
+        k.cancel();
     });
 
     let mut reader = FramedRead::new(r, AmiCodec::server(64 * 1024, 1024));
