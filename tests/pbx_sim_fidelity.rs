@@ -843,3 +843,19 @@ async fn abrupt_stop_is_a_bare_fin() {
     sim.shutdown().await;
     assert!(raw.next().await.is_none(), "nothing before the FIN");
 }
+
+/// The new switches are scenario-file keys too.
+#[test]
+fn scenario_file_sets_the_new_switches() {
+    let mut cfg = dialout::pbx_sim::SimConfig::default();
+    assert!(cfg.cdr_unanswered, "default: the lab's cdr.conf");
+    dialout::pbx_sim::apply_scenario(
+        "response_after_events = true\nvary_order_seed = 42\ncdr_unanswered = false\n",
+        &mut cfg,
+    )
+    .unwrap();
+    assert!(cfg.faults.response_after_events);
+    assert_eq!(cfg.faults.vary_order, Some(42));
+    assert!(!cfg.cdr_unanswered);
+    assert!(dialout::pbx_sim::apply_scenario("vary_order_seed = x", &mut cfg).is_err());
+}

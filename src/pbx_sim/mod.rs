@@ -11,7 +11,7 @@
 //! | Channel | outcome (OriginateResponse) |
 //! |---|---|
 //! | `Local/answer[_M]@callee` | answer at once, callee hangs up after M ms (default 1922) — Success 4 |
-//! | `Local/long-answer[_M]@callee` | as answer, M defaults to 30000 (for dialer-side Hangup) |
+//! | `Local/long-answer[_M]@callee` | answer, callee in `Wait(30)`, hangs up after M ms (30000) — for a dialer-side Hangup |
 //! | `Local/slow-answer[_N[_M]]@callee` | ring N ms (2000), answer, hang up M ms later — Success 4 |
 //! | `Local/busy@callee` | Failure 5, causes 17 / 0 |
 //! | `Local/congestion@callee` | Failure 8, causes 34 / 0 |
@@ -23,21 +23,68 @@
 //! | `<Tech>/…` with Tech ≠ Local | invalid tech: Failure 0, `Uniqueid: <unknown>` (or the ChannelId), no channels |
 //! | no `/` | synchronous `Response: Error`, `Message: Invalid channel` |
 //!
-//! The landing point must be `Context: originated` with `Exten: s` or `hangup-now` (or an
-//! `Application`), else `Extension does not exist.`. A user without write permission
-//! (`readonly` by default), or a session not logged in, gets `Permission denied`.
-//! `Action: Hangup` on a live channel ends the call with the captured dialer-hangup sequence.
+//! A ring (slow-answer, reject) longer than the Originate `Timeout` ends as noanswer does
+//! (Failure 3, cause 19). A `ChannelId`/`OtherChannelId` still used by a live call fails at
+//! once: Failure 0, `Uniqueid:` the reused id, no channels (channelid-duplicate.txt).
+//!
+//! The landing point must be `Context: originated` with `Exten: s` or `hangup-now` (the
+//! landing hangs up at once: landing-hangs-up.txt), or an `Application` (its
+//! OriginateResponse carries `Application`/`Data`; `Wait` with N seconds ends the call after
+//! N s with cause 0: probe-application.txt), else `Extension does not exist.`. A user
+//! without write permission (`readonly` by default), or a session not logged in, gets
+//! `Permission denied`. `Action: Hangup` on a live channel ends the call with the captured
+//! dialer-hangup sequence; its `Cause` reaches the Hangup and HangupRequest events and an
+//! unanswered call's Cdr disposition (17 → BUSY, …); `Cause: N` on a ringing `;2` replays
+//! probe-hangup-ringing-leg2.txt. `CoreShowChannels` and `Status` report each leg's state,
+//! context, exten, priority and application as the call's own events left them. The
+//! CallerID is parsed as Asterisk does (quoted names with `\"`, name only, number only) and
+//! shown the way probe-callerid.txt shows it. Also answered: `Ping`, `Events`, `Filter`,
+//! `CoreStatus`, `CoreSettings`, `Getvar` (always empty), `Command` (`core show channels
+//! count` only); a message without `Action:` or with an unknown one gets the captured error
+//! and, once logged in, a `RequestBadFormat` event.
+//!
+//! Cdr: `Duration`/`BillableSeconds` are truncated like Asterisk's (whole seconds of real
+//! time, not scaled). [`SimConfig::cdr_unanswered`] (default `true`, the lab) off gives
+//! stock Asterisk: no Cdr event at all for a call never answered.
+//!
+//! Stopping: [`PbxSim::shutdown_gracefully`] is `core stop now` (each live call's
+//! SoftHangupRequest, HangupRequest, Hangup with cause 0 and Cdr, then `Event: Shutdown`,
+//! then FIN); [`PbxSim::shutdown`] is SIGKILL (a bare FIN); [`PbxSim::drop_connections`] a
+//! network failure. [`PbxSim::originates`] counts the Originate actions received.
 //!
 //! All delays are multiplied by [`SimConfig::time_scale`] so tests run fast. Faults
 //! ([`Faults`]) come from the config or a scenario file (`key = value`, see
-//! [`apply_scenario`]).
+//! [`apply_scenario`]): noise calls of another client, Hangup before OriginateResponse,
+//! duplicated or pairwise-swapped events, a slow stream, `response_after_events` (a fast
+//! call's OriginateResponse before its Originate's reply, as Asterisk does under load) and
+//! `vary_order` (a seed: per call, the legs' Hangups swap and a failed OriginateResponse
+//! moves across them, the variation real runs show).
 //!
-//! Documented variations from the captures: Cdr times are UTC (Asterisk writes local time);
-//! each outcome replays one captured run, so orders that vary between real runs (the two legs'
-//! Hangups, DialEnd around OriginateResponse, DeviceStateChange states) are fixed here — use
-//! the faults to shake them; `long-answer` replays `answer` (Playback on `;2`, not Wait);
-//! after a dialer Hangup on a ringing call, `Priority:` is that of `noanswer`'s `Wait`;
-//! `CoreShowChannel`/`Status` fields are modelled on Asterisk 22, not captured.
+//! # Known differences from Asterisk 22
+//! - Cdr times are UTC (Asterisk writes local time).
+//! - Each outcome replays one captured run: without `vary_order`, the orders that vary
+//!   between real runs (the legs' Hangups, OriginateResponse around failed calls' Hangups,
+//!   Cdr around Hangups) are fixed; DialEnd around OriginateResponse and DeviceStateChange
+//!   states are never varied. Replies are queued before the call's events unless
+//!   `response_after_events` is on (real Asterisk interleaves them under load by itself).
+//! - `long-answer`'s own end (the callee hanging up after M ms) is not captured: it is
+//!   `answer`'s end (Playback's `PLAYBACKSTATUS` VarSet, priorities of `answer`).
+//! - A Hangup with a Cause on `;1` while ringing, a Hangup of `;2` once answered, and a
+//!   stop while a call rings are not captured: they reuse the captured dialer-hangup
+//!   sequences with the cause rewritten (`Priority:` that of noanswer's `Wait`). A Cause's
+//!   disposition mapping follows cdr.c (17 BUSY, 34 CONGESTION, 3/20 FAILED, 16/19 NO
+//!   ANSWER, others keep the captured one).
+//! - Application landings are modelled on `answer` only; with `Application` the other
+//!   outcomes replay their usual events with Application/Data in the OriginateResponse. A
+//!   `hangup-now` landing after a slow answer plays the ordinary slow-answer events.
+//! - A reused live ChannelId does not leak a channel (Asterisk does, and its `core stop
+//!   now` then waits its 15 s timeout: README fact 8).
+//! - `CoreShowChannels`/`Status` list `;1` first once answered and `;2` first while ringing,
+//!   as the two captures did; `Duration`/`Seconds` are real time since the Originate.
+//!   Calls of noise clients are listed too.
+//! - `core stop gracefully` (which may close without `Event: Shutdown`, fact 17) is not
+//!   modelled separately; the Logoff, login-failure and filter behaviour are as captured,
+//!   `Filter` regexes are a substring subset.
 
 mod call;
 mod render;
