@@ -859,3 +859,35 @@ fn scenario_file_sets_the_new_switches() {
     assert!(!cfg.cdr_unanswered);
     assert!(dialout::pbx_sim::apply_scenario("vary_order_seed = x", &mut cfg).is_err());
 }
+
+/// Two Originates with one ChannelId written back to back: the second fails even though
+/// the first call's events have not been sent yet.
+#[tokio::test]
+async fn a_channel_id_reused_back_to_back_fails_too() {
+    let sim = start_sim(fast_sim_config()).await;
+    let mut raw = Raw::login(&sim, "call").await;
+    let extra = "ChannelId: same-id\n";
+    let both = format!(
+        "{}{}",
+        originate_text("Local/long-answer@callee", "b-1", 51, extra),
+        originate_text("Local/long-answer@callee", "b-2", 52, extra)
+    );
+    raw.send(&both).await;
+    let mut results = HashMap::new();
+    while results.len() < 2 {
+        let m = raw.next().await.unwrap();
+        if m.event_name() == Some("OriginateResponse") {
+            results.insert(
+                m.action_id().unwrap().to_owned(),
+                (
+                    m.get("Response").unwrap().to_owned(),
+                    m.get("Uniqueid").unwrap().to_owned(),
+                ),
+            );
+        }
+    }
+    assert_eq!(results["b-1"], ("Success".into(), "same-id".into()));
+    assert_eq!(results["b-2"], ("Failure".into(), "same-id".into()));
+    assert_eq!(sim.live_calls(), 1);
+    sim.shutdown().await;
+}

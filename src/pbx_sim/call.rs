@@ -194,14 +194,6 @@ fn plan(
     let channel_id = ids("ChannelId");
     let other_id = ids("OtherChannelId");
     let mut outcome = outcome.clone();
-    // A ChannelId still in use: Asterisk refuses the channel at once (channelid-duplicate.txt).
-    let duplicate = [&channel_id, &other_id]
-        .into_iter()
-        .flatten()
-        .any(|id| state.uid_in_use(id));
-    if duplicate {
-        outcome = CallOutcome::InvalidTech;
-    }
     let has_channels = !matches!(outcome, CallOutcome::InvalidTech);
     let (uid1, uid2) = match (&channel_id, &other_id) {
         (Some(a), Some(b)) => (a.clone(), b.clone()),
@@ -365,7 +357,8 @@ pub(super) async fn originate(
         .get("Async")
         .is_some_and(|a| matches!(a.to_ascii_lowercase().as_str(), "true" | "yes" | "1"));
     let outcome = outcome_for_channel(&state.cfg.scenario_channel(channel));
-    let p = plan(state, m, &outcome, None);
+    let mut p = plan(state, m, &outcome, None);
+    let h = register(state, &mut p);
     if is_async {
         let queued = response(
             "Success",
@@ -377,6 +370,7 @@ pub(super) async fn originate(
             tokio::spawn(run(
                 state.clone(),
                 p,
+                h,
                 origin,
                 None,
                 Some((tx.clone(), queued)),
@@ -384,12 +378,12 @@ pub(super) async fn originate(
         } else {
             // The Response is queued before any event of the call, as in the single-call captures.
             let _ = tx.send(queued);
-            tokio::spawn(run(state.clone(), p, origin, None, None));
+            tokio::spawn(run(state.clone(), p, h, origin, None, None));
         }
     } else {
         // Async: false blocks this session until the outcome (answer-sync.txt).
         let (otx, orx) = oneshot::channel();
-        tokio::spawn(run(state.clone(), p, origin, Some(otx), None));
+        tokio::spawn(run(state.clone(), p, h, origin, Some(otx), None));
         let ok = orx.await.unwrap_or(false);
         let r = if ok {
             response(
@@ -409,23 +403,30 @@ pub(super) async fn originate(
             format!("OTHER777{n:03}"),
             Some(format!("other-client-{n}")),
         );
-        let p = plan(state, m, &outcome, Some(identity));
-        tokio::spawn(run(state.clone(), p, 0, None, None));
+        let mut p = plan(state, m, &outcome, Some(identity));
+        let h = register(state, &mut p);
+        tokio::spawn(run(state.clone(), p, h, 0, None, None));
     }
 }
 
-impl SimState {
-    /// A live channel already has this uniqueid.
-    fn uid_in_use(&self, uid: &str) -> bool {
-        self.calls
-            .lock()
-            .map(|g| g.values().any(|c| c.uid1 == uid || c.uid2 == uid))
-            .unwrap_or(false)
-    }
-}
-
-fn register(state: &SimState, p: &Plan) -> Option<Arc<CallHandle>> {
+/// Registers the call's channels before its task starts, so the next Originate (even one
+/// already read) sees them. A uniqueid still in use by a live call turns the plan into
+/// Asterisk's immediate failure (Failure 0, `Uniqueid:` the reused id, no channels:
+/// channelid-duplicate.txt), checked and inserted under one lock.
+fn register(state: &SimState, p: &mut Plan) -> Option<Arc<CallHandle>> {
     if !p.has_channels {
+        return None;
+    }
+    let Ok(mut g) = state.calls.lock() else {
+        return None;
+    };
+    let in_use = |uid: &str| g.values().any(|c| c.uid1 == uid || c.uid2 == uid);
+    if in_use(&p.vars.uid1) || in_use(&p.vars.uid2) {
+        p.parsed = render::invalid_tech();
+        p.phases = vec![Duration::ZERO];
+        p.answered_from = None;
+        p.has_channels = false;
+        p.drop_origin_after = None;
         return None;
     }
     let h = Arc::new(CallHandle {
@@ -441,11 +442,9 @@ fn register(state: &SimState, p: &Plan) -> Option<Arc<CallHandle>> {
         legs: Mutex::new(Default::default()),
         hangup: Mutex::new(None),
     });
-    if let Ok(mut g) = state.calls.lock() {
-        // Both channel names point at the call; only the `;1` entry counts it.
-        g.insert(h.chan1.clone(), h.clone());
-        g.insert(h.chan2.clone(), h.clone());
-    }
+    // Both channel names point at the call; only the `;1` entry counts it.
+    g.insert(h.chan1.clone(), h.clone());
+    g.insert(h.chan2.clone(), h.clone());
     Some(h)
 }
 
@@ -556,11 +555,11 @@ enum Cut {
 async fn run(
     state: Arc<SimState>,
     mut p: Plan,
+    handle: Option<Arc<CallHandle>>,
     origin: u64,
     sync_reply: Option<oneshot::Sender<bool>>,
     mut reply_after: Option<(mpsc::UnboundedSender<Bytes>, Bytes)>,
 ) {
-    let handle = register(&state, &p);
     let t0 = tokio::time::Instant::now();
     let mut clock = CdrClock {
         wall0: wall_secs(),
