@@ -891,3 +891,69 @@ async fn a_channel_id_reused_back_to_back_fails_too() {
     assert_eq!(sim.live_calls(), 1);
     sim.shutdown().await;
 }
+
+/// concurrent-20.txt, fact 16: 20 Originates back to back on one connection get the
+/// captured outcome each, and with `response_after_events` events (OriginateResponses
+/// included) arrive between the replies, some before their own Originate's reply.
+#[tokio::test]
+async fn twenty_originates_back_to_back_match_capture() {
+    let blocks = load("concurrent-20.txt");
+    let originates: Vec<&Block> = blocks
+        .iter()
+        .filter(|b| b.dir == Dir::ToAsterisk && b.first() == "Action: Originate")
+        .collect();
+    assert_eq!(originates.len(), 20);
+    let expected: BTreeSet<(String, String, String)> = blocks
+        .iter()
+        .filter(|b| b.first() == "Event: OriginateResponse")
+        .map(|b| {
+            (
+                b.get("ActionID").unwrap().to_owned(),
+                b.get("Response").unwrap().to_owned(),
+                b.get("Reason").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(expected.len(), 20);
+    let mut cfg = fast_sim_config();
+    cfg.faults.response_after_events = true;
+    let sim = start_sim(cfg).await;
+    let mut raw = Raw::login(&sim, "on").await;
+    let mut all = String::new();
+    for b in &originates {
+        all.push_str(&b.lines.join("\n"));
+        all.push_str("\n\n");
+    }
+    raw.send(&all).await;
+    let (mut got, mut replies) = (BTreeSet::new(), 0);
+    let (mut between, mut before_own) = (0, 0);
+    let mut replied = BTreeSet::new();
+    while got.len() < 20 || replies < 20 {
+        let m = raw.next().await.unwrap();
+        let aid = m.action_id().unwrap_or("").to_owned();
+        if m.is_response() {
+            assert_eq!(m.message(), Some("Originate successfully queued"));
+            replies += 1;
+            replied.insert(aid);
+        } else {
+            if replies > 0 && replies < 20 {
+                between += 1;
+            }
+            if m.event_name() == Some("OriginateResponse") {
+                if !replied.contains(&aid) {
+                    before_own += 1;
+                }
+                got.insert((
+                    aid,
+                    m.get("Response").unwrap().to_owned(),
+                    m.get("Reason").unwrap().to_owned(),
+                ));
+            }
+        }
+    }
+    assert_eq!(got, expected);
+    assert!(between > 0, "events between the replies");
+    assert!(before_own > 0, "an OriginateResponse before its own reply");
+    assert_eq!(sim.originates(), 20);
+    sim.shutdown().await;
+}

@@ -11,6 +11,7 @@
 //! | Channel | outcome (OriginateResponse) |
 //! |---|---|
 //! | `Local/answer[_M]@callee` | answer at once, callee hangs up after M ms (default 1922) — Success 4 |
+//! | `Local/beep[_M]@callee` | as answer, M defaults to 1000 (the lab's 0.5 s tone; `answer`'s events) |
 //! | `Local/long-answer[_M]@callee` | answer, callee in `Wait(30)`, hangs up after M ms (30000) — for a dialer-side Hangup |
 //! | `Local/slow-answer[_N[_M]]@callee` | ring N ms (2000), answer, hang up M ms later — Success 4 |
 //! | `Local/busy@callee` | Failure 5, causes 17 / 0 |
@@ -67,6 +68,7 @@
 //!   Cdr around Hangups) are fixed; DialEnd around OriginateResponse and DeviceStateChange
 //!   states are never varied. Replies are queued before the call's events unless
 //!   `response_after_events` is on (real Asterisk interleaves them under load by itself).
+//! - `beep` plays `answer`'s events (Playback of hello-world, not lab/lab-beep).
 //! - `long-answer`'s own end (the callee hanging up after M ms) is not captured: it is
 //!   `answer`'s end (Playback's `PLAYBACKSTATUS` VarSet, priorities of `answer`).
 //! - A Hangup with a Cause on `;1` while ringing, a Hangup of `;2` once answered, and a

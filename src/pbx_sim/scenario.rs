@@ -68,6 +68,11 @@ pub fn outcome_for_channel(channel: &str) -> CallOutcome {
                 hangup_after: arg(1922),
             }
         }
+        // The lab's `beep`: answer, a 0.5 s tone, hang up about 1 s after the answer
+        // (concurrent-20.txt); played with `answer`'s events.
+        "beep" => CallOutcome::Answer {
+            hangup_after: arg(1000),
+        },
         "busy" => CallOutcome::Busy,
         "congestion" => CallOutcome::Congestion,
         "noanswer" => CallOutcome::NoAnswer,
