@@ -64,9 +64,9 @@
 //! # Known differences from Asterisk 22
 //! - Cdr times are UTC (Asterisk writes local time).
 //! - Each outcome replays one captured run: without `vary_order`, the orders that vary
-//!   between real runs (the legs' Hangups, OriginateResponse around failed calls' Hangups,
-//!   Cdr around Hangups) are fixed; DialEnd around OriginateResponse and DeviceStateChange
-//!   states are never varied. Replies are queued before the call's events unless
+//!   between real runs (the legs' Hangups, OriginateResponse around failed calls' Hangups)
+//!   are fixed; Cdr around Hangups and OriginateResponse, DialEnd around
+//!   OriginateResponse and DeviceStateChange states are never varied. Replies are queued before the call's events unless
 //!   `response_after_events` is on (real Asterisk interleaves them under load by itself).
 //! - `beep` plays `answer`'s events (Playback of hello-world, not lab/lab-beep).
 //! - `long-answer`'s own end (the callee hanging up after M ms) is not captured: it is
