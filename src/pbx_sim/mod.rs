@@ -11,7 +11,8 @@
 //! | Channel | outcome (OriginateResponse) |
 //! |---|---|
 //! | `Local/answer[_M]@callee` | answer at once, callee hangs up after M ms (default 1922) — Success 4 |
-//! | `Local/long-answer[_M]@callee` | as answer, M defaults to 30000 (for dialer-side Hangup) |
+//! | `Local/beep[_M]@callee` | as answer, M defaults to 1000 (the lab's 0.5 s tone; `answer`'s events) |
+//! | `Local/long-answer[_M]@callee` | answer, callee in `Wait(30)`, hangs up after M ms (30000) — for a dialer-side Hangup |
 //! | `Local/slow-answer[_N[_M]]@callee` | ring N ms (2000), answer, hang up M ms later — Success 4 |
 //! | `Local/busy@callee` | Failure 5, causes 17 / 0 |
 //! | `Local/congestion@callee` | Failure 8, causes 34 / 0 |
@@ -23,21 +24,69 @@
 //! | `<Tech>/…` with Tech ≠ Local | invalid tech: Failure 0, `Uniqueid: <unknown>` (or the ChannelId), no channels |
 //! | no `/` | synchronous `Response: Error`, `Message: Invalid channel` |
 //!
-//! The landing point must be `Context: originated` with `Exten: s` or `hangup-now` (or an
-//! `Application`), else `Extension does not exist.`. A user without write permission
-//! (`readonly` by default), or a session not logged in, gets `Permission denied`.
-//! `Action: Hangup` on a live channel ends the call with the captured dialer-hangup sequence.
+//! A ring (slow-answer, reject) longer than the Originate `Timeout` ends as noanswer does
+//! (Failure 3, cause 19). A `ChannelId`/`OtherChannelId` still used by a live call fails at
+//! once: Failure 0, `Uniqueid:` the reused id, no channels (channelid-duplicate.txt).
+//!
+//! The landing point must be `Context: originated` with `Exten: s` or `hangup-now` (the
+//! landing hangs up at once: landing-hangs-up.txt), or an `Application` (its
+//! OriginateResponse carries `Application`/`Data`; `Wait` with N seconds ends the call after
+//! N s with cause 0: probe-application.txt), else `Extension does not exist.`. A user
+//! without write permission (`readonly` by default), or a session not logged in, gets
+//! `Permission denied`. `Action: Hangup` on a live channel ends the call with the captured
+//! dialer-hangup sequence; its `Cause` reaches the Hangup and HangupRequest events and an
+//! unanswered call's Cdr disposition (17 → BUSY, …); `Cause: N` on a ringing `;2` replays
+//! probe-hangup-ringing-leg2.txt. `CoreShowChannels` and `Status` report each leg's state,
+//! context, exten, priority and application as the call's own events left them. The
+//! CallerID is parsed as Asterisk does (quoted names with `\"`, name only, number only) and
+//! shown the way probe-callerid.txt shows it. Also answered: `Ping`, `Events`, `Filter`,
+//! `CoreStatus`, `CoreSettings`, `Getvar` (always empty), `Command` (`core show channels
+//! count` only); a message without `Action:` or with an unknown one gets the captured error
+//! and, once logged in, a `RequestBadFormat` event.
+//!
+//! Cdr: `Duration`/`BillableSeconds` are truncated like Asterisk's (whole seconds of real
+//! time, not scaled). [`SimConfig::cdr_unanswered`] (default `true`, the lab) off gives
+//! stock Asterisk: no Cdr event at all for a call never answered.
+//!
+//! Stopping: [`PbxSim::shutdown_gracefully`] is `core stop now` (each live call's
+//! SoftHangupRequest, HangupRequest, Hangup with cause 0 and Cdr, then `Event: Shutdown`,
+//! then FIN); [`PbxSim::shutdown`] is SIGKILL (a bare FIN); [`PbxSim::drop_connections`] a
+//! network failure. [`PbxSim::originates`] counts the Originate actions received.
 //!
 //! All delays are multiplied by [`SimConfig::time_scale`] so tests run fast. Faults
 //! ([`Faults`]) come from the config or a scenario file (`key = value`, see
-//! [`apply_scenario`]).
+//! [`apply_scenario`]): noise calls of another client, Hangup before OriginateResponse,
+//! duplicated or pairwise-swapped events, a slow stream, `response_after_events` (a fast
+//! call's OriginateResponse before its Originate's reply, as Asterisk does under load) and
+//! `vary_order` (a seed: per call, the legs' Hangups swap and a failed OriginateResponse
+//! moves across them, the variation real runs show).
 //!
-//! Documented variations from the captures: Cdr times are UTC (Asterisk writes local time);
-//! each outcome replays one captured run, so orders that vary between real runs (the two legs'
-//! Hangups, DialEnd around OriginateResponse, DeviceStateChange states) are fixed here — use
-//! the faults to shake them; `long-answer` replays `answer` (Playback on `;2`, not Wait);
-//! after a dialer Hangup on a ringing call, `Priority:` is that of `noanswer`'s `Wait`;
-//! `CoreShowChannel`/`Status` fields are modelled on Asterisk 22, not captured.
+//! # Known differences from Asterisk 22
+//! - Cdr times are UTC (Asterisk writes local time).
+//! - Each outcome replays one captured run: without `vary_order`, the orders that vary
+//!   between real runs (the legs' Hangups, OriginateResponse around failed calls' Hangups)
+//!   are fixed; Cdr around Hangups and OriginateResponse, DialEnd around
+//!   OriginateResponse and DeviceStateChange states are never varied. Replies are queued before the call's events unless
+//!   `response_after_events` is on (real Asterisk interleaves them under load by itself).
+//! - `beep` plays `answer`'s events (Playback of hello-world, not lab/lab-beep).
+//! - `long-answer`'s own end (the callee hanging up after M ms) is not captured: it is
+//!   `answer`'s end (Playback's `PLAYBACKSTATUS` VarSet, priorities of `answer`).
+//! - A Hangup with a Cause on `;1` while ringing, a Hangup of `;2` once answered, and a
+//!   stop while a call rings are not captured: they reuse the captured dialer-hangup
+//!   sequences with the cause rewritten (`Priority:` that of noanswer's `Wait`). A Cause's
+//!   disposition mapping follows cdr.c (17 BUSY, 34 CONGESTION, 3/20 FAILED, 16/19 NO
+//!   ANSWER, others keep the captured one).
+//! - Application landings are modelled on `answer` only; with `Application` the other
+//!   outcomes replay their usual events with Application/Data in the OriginateResponse. A
+//!   `hangup-now` landing after a slow answer plays the ordinary slow-answer events.
+//! - A reused live ChannelId does not leak a channel (Asterisk does, and its `core stop
+//!   now` then waits its 15 s timeout: README fact 8).
+//! - `CoreShowChannels`/`Status` list `;1` first once answered and `;2` first while ringing,
+//!   as the two captures did; `Duration`/`Seconds` are real time since the Originate.
+//!   Calls of noise clients are listed too.
+//! - `core stop gracefully` (which may close without `Event: Shutdown`, fact 17) is not
+//!   modelled separately; the Logoff, login-failure and filter behaviour are as captured,
+//!   `Filter` regexes are a substring subset.
 
 mod call;
 mod render;
@@ -82,6 +131,11 @@ pub struct SimConfig {
     /// by its last digit: 0–4 answer, 5 busy, 6 noanswer, 7 congestion, 8 reject,
     /// 9 slow-answer.
     pub numbers: HashMap<String, String>,
+    /// cdr.conf `unanswered`: send Cdr events for calls that were never answered. The
+    /// default is `true`, like the lab the captures (and so the templates) come from; stock
+    /// Asterisk has `false` and sends no Cdr at all for busy, no answer, failed calls
+    /// (busy-cdr-default.txt, noanswer-cdr-default.txt), so a dialer must not wait for one.
+    pub cdr_unanswered: bool,
 }
 
 impl SimConfig {
@@ -136,6 +190,7 @@ impl Default for SimConfig {
             auth_failure_delay: Duration::from_secs(1),
             faults: Faults::default(),
             numbers: HashMap::new(),
+            cdr_unanswered: true,
         }
     }
 }
@@ -148,14 +203,44 @@ pub(crate) struct SimState {
     chan_seq: AtomicU64,
     uid_seq: AtomicU64,
     noise_seq: AtomicU64,
+    /// Originate actions received, whatever became of them.
+    originates: AtomicU64,
+    /// Calls with channels that have ended (`CoreProcessedCalls`).
+    processed: AtomicU64,
+    /// Woken whenever a call ends (the graceful stop waits for the last one).
+    call_ended: tokio::sync::Notify,
+    /// Picks each call's seed for `Faults::vary_order`.
+    vary_seq: AtomicU64,
     uid_base: u64,
     started: std::time::Instant,
+    started_wall: u64,
+    /// `core stop now`: live calls hang up (Hangup, Cdr) before the sessions close.
+    stop_now: CancellationToken,
     shutdown: CancellationToken,
 }
 
 impl SimState {
     fn scaled(&self, d: Duration) -> Duration {
         d.mul_f64(self.cfg.time_scale.max(0.0))
+    }
+
+    /// Live calls with channels.
+    fn live_call_count(&self) -> usize {
+        self.calls
+            .lock()
+            .map(|g| g.iter().filter(|(k, c)| **k == c.chan1).count())
+            .unwrap_or(0)
+    }
+
+    fn processed_calls(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+
+    /// Start date and time, `YYYY-MM-DD` and `HH:MM:SS` (CoreStatus).
+    fn started_at(&self) -> (String, String) {
+        let t = render::format_time(self.started_wall);
+        let (d, h) = t.split_once(' ').unwrap_or((&t, ""));
+        (d.to_owned(), h.to_owned())
     }
 
     fn next_uid(&self) -> String {
@@ -194,8 +279,14 @@ impl PbxSim {
             chan_seq: AtomicU64::new(0),
             uid_seq: AtomicU64::new(0),
             noise_seq: AtomicU64::new(0),
+            originates: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+            call_ended: tokio::sync::Notify::new(),
+            vary_seq: AtomicU64::new(0),
             uid_base: now,
             started: std::time::Instant::now(),
+            started_wall: now,
+            stop_now: CancellationToken::new(),
             shutdown: CancellationToken::new(),
         });
         let st = state.clone();
@@ -236,11 +327,13 @@ impl PbxSim {
 
     /// Calls with live channels.
     pub fn live_calls(&self) -> usize {
-        self.state
-            .calls
-            .lock()
-            .map(|g| g.values().filter(|c| c.is_primary()).count())
-            .unwrap_or(0)
+        self.state.live_call_count()
+    }
+
+    /// `Action: Originate` messages received on all sessions since the start, refused ones
+    /// included: lets a test check that a client sent exactly one.
+    pub fn originates(&self) -> u64 {
+        self.state.originates.load(Ordering::Relaxed)
     }
 
     /// Connected sessions.
@@ -248,10 +341,24 @@ impl PbxSim {
         self.state.sessions.lock().map(|g| g.len()).unwrap_or(0)
     }
 
-    /// `core stop now`, simplified: every session gets `Event: Shutdown` (`Shutdown:
-    /// Cleanly`, `Restart: False`), then its socket is closed; live calls are abandoned
-    /// without Hangups (a real stop would hang them up first).
+    /// `core stop now` (shutdown-stop-now.txt): every live call hangs up with its
+    /// SoftHangupRequest, HangupRequest, Hangup (Cause 0) and Cdr events, then every session
+    /// gets `Event: Shutdown` (`Shutdown: Cleanly`, `Restart: False`) and its socket is
+    /// closed after what was queued. For an abrupt stop (SIGKILL: a bare FIN) use
+    /// [`PbxSim::shutdown`].
     pub async fn shutdown_gracefully(self) {
+        self.state.stop_now.cancel();
+        // Each call's task sends its hangup events and unregisters; bounded wait.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                let ended = self.state.call_ended.notified();
+                if self.live_calls() == 0 {
+                    break;
+                }
+                ended.await;
+            }
+        })
+        .await;
         self.state.broadcast(
             "Shutdown",
             "Event: Shutdown\r\nPrivilege: system,all\r\nShutdown: Cleanly\r\nRestart: False\r\n\r\n".into(),

@@ -64,6 +64,31 @@ cached!(invalid_tech, templates::INVALID_TECH);
 cached!(nonexistent, templates::NONEXISTENT);
 cached!(cancel_ringing, templates::CANCEL_RINGING);
 cached!(cancel_answered, templates::CANCEL_ANSWERED);
+cached!(hangup_ringing_leg2, templates::HANGUP_RINGING_LEG2);
+
+/// `long-answer`: its answer and Wait(30) as captured (probe-channelid-show.txt), then the
+/// callee's own hangup, which no capture has, taken from `answer`'s last phase.
+pub(super) fn long_answer() -> &'static Parsed {
+    static P: OnceLock<Parsed> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut p = parse(&templates::LONG_ANSWER);
+        let a = answer();
+        let last = a.events.iter().map(|e| e.phase).max().unwrap_or(0);
+        let next = p.events.iter().map(|e| e.phase).max().unwrap_or(0) + 1;
+        for e in a.events.iter().filter(|e| e.phase == last) {
+            p.events.push(TEvent {
+                phase: next,
+                per_variable: e.per_variable,
+                name: e.name,
+                body: e.body,
+            });
+        }
+        p
+    })
+}
+cached!(application, templates::APPLICATION);
+cached!(landing_hangs_up, templates::LANDING_HANGS_UP);
+cached!(shutdown_now, templates::SHUTDOWN_NOW);
 
 /// A call's identity, as the placeholders name it.
 #[derive(Debug, Clone, Default)]
@@ -76,8 +101,21 @@ pub(super) struct Vars {
     pub uid2: String,
     /// Uniqueid of a failed OriginateResponse: the ChannelId, else `<unknown>`.
     pub failuid: String,
+    /// CallerIDNum / CallerIDName as channel events show them (`<unknown>` when absent,
+    /// the name C-escaped: `O\"Brien`).
     pub num: String,
     pub name: String,
+    /// The CallerID name unescaped, as OriginateResponse shows it.
+    pub raw_name: String,
+    /// `${CALLERID(all)}` in dialplan app data: `"raw name" <number>`, empty parts empty.
+    pub cid_all: String,
+    /// Cdr `CallerID`: `"escaped name" <number>`, empty parts empty (probe-callerid.txt).
+    pub cdr_cid: String,
+    /// Cdr `Source`: the number, empty when there is none.
+    pub src: String,
+    /// An `Application` landing: its name and data (OriginateResponse, Cdr of `;1`).
+    pub lapp: String,
+    pub ldata: String,
     pub action_id: Option<String>,
     pub lctx: String,
     pub lexten: String,
@@ -94,7 +132,14 @@ pub(super) struct Vars {
 /// are rendered once per variable.
 pub(super) fn render(ev: &TEvent, v: &Vars, out: &mut String) {
     if ev.per_variable {
-        for (k, val) in &v.variables {
+        // `;1` sets the Originate's variables last to first, `;2` first to last
+        // (probe-variable.txt).
+        let on_one = ev.body.contains("\nChannel: {CHAN};1\n");
+        let mut vars: Vec<_> = v.variables.iter().collect();
+        if on_one {
+            vars.reverse();
+        }
+        for (k, val) in vars {
             render_one(ev.body, v, Some((k, val)), out);
         }
     } else {
@@ -103,11 +148,43 @@ pub(super) fn render(ev: &TEvent, v: &Vars, out: &mut String) {
 }
 
 fn render_one(body: &str, v: &Vars, var: Option<(&String, &String)>, out: &mut String) {
+    let event = body
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Event: "))
+        .unwrap_or("");
     for line in body.lines() {
         if line == "ActionID: {ACTIONID}" && v.action_id.is_none() {
             continue;
         }
+        // CallerID forms the templates spell with {NAME}/{NUM} but Asterisk writes
+        // differently (probe-callerid.txt).
+        let special = match (event, line) {
+            ("Cdr", l) if l.starts_with("CallerID: ") => Some(format!("CallerID: {}", v.cdr_cid)),
+            ("Cdr", l) if l.starts_with("Source: ") => Some(format!("Source: {}", v.src)),
+            ("OriginateResponse", "CallerIDName: {NAME}") => {
+                Some(format!("CallerIDName: {}", v.raw_name))
+            }
+            // An Application landing reports Application/Data instead of Context/Exten.
+            ("OriginateResponse", "Context: {LCTX}") if !v.lapp.is_empty() => {
+                Some(format!("Application: {}", v.lapp))
+            }
+            ("OriginateResponse", "Exten: {LEXTEN}") if !v.lapp.is_empty() => {
+                Some(format!("Data: {}", v.ldata))
+            }
+            _ => None,
+        };
+        if let Some(l) = special {
+            out.push_str(&l);
+            out.push_str("\r\n");
+            continue;
+        }
+        let replaced;
         let mut rest = line;
+        if line.contains("\"{NAME}\" <{NUM}>") {
+            replaced = line.replace("\"{NAME}\" <{NUM}>", &v.cid_all);
+            rest = &replaced;
+        }
         while let Some(i) = rest.find('{') {
             out.push_str(&rest[..i]);
             let after = &rest[i + 1..];
@@ -156,6 +233,8 @@ fn lookup<'a>(key: &str, v: &'a Vars, var: Option<(&'a String, &'a String)>) -> 
         "END" => &v.end,
         "DUR" => &v.dur,
         "BILL" => &v.bill,
+        "LAPP" => &v.lapp,
+        "LDATA" => &v.ldata,
         "VARNAME" => var.map(|x| x.0.as_str()).unwrap_or(""),
         "VARVALUE" => var.map(|x| x.1.as_str()).unwrap_or(""),
         _ => return None,

@@ -9,6 +9,11 @@ pub enum CallOutcome {
     Answer {
         hangup_after: Duration,
     },
+    /// As `Answer`, with the callee in `Wait(30)` rather than `Playback` while up (the
+    /// lab's `long-answer`).
+    LongAnswer {
+        hangup_after: Duration,
+    },
     /// Ring `ring`, answer, hang up `hangup_after` later.
     SlowAnswer {
         ring: Duration,
@@ -53,7 +58,7 @@ pub fn outcome_for_channel(channel: &str) -> CallOutcome {
         "answer" => CallOutcome::Answer {
             hangup_after: arg(1922),
         },
-        "long-answer" => CallOutcome::Answer {
+        "long-answer" => CallOutcome::LongAnswer {
             hangup_after: arg(30_000),
         },
         "slow-answer" => {
@@ -63,6 +68,11 @@ pub fn outcome_for_channel(channel: &str) -> CallOutcome {
                 hangup_after: arg(1922),
             }
         }
+        // The lab's `beep`: answer, a 0.5 s tone, hang up about 1 s after the answer
+        // (concurrent-20.txt); played with `answer`'s events.
+        "beep" => CallOutcome::Answer {
+            hangup_after: arg(1000),
+        },
         "busy" => CallOutcome::Busy,
         "congestion" => CallOutcome::Congestion,
         "noanswer" => CallOutcome::NoAnswer,
@@ -86,11 +96,20 @@ pub struct Faults {
     pub reorder_events: bool,
     /// Write each message in two halves with this pause between them.
     pub slow_stream: Option<Duration>,
+    /// Queue an async Originate's `Response: Success` only after the events of the call's
+    /// first phase, so a fast failure's OriginateResponse comes *before* its Originate's
+    /// reply (what Asterisk does under load: concurrent-20.txt, README fact 16).
+    pub response_after_events: bool,
+    /// Shake the order Asterisk varies from run to run (fact 15), reproducibly: with this
+    /// seed, each call's phase may swap its two legs' Hangups and may move its failed
+    /// OriginateResponse after the Hangups (or before them).
+    pub vary_order: Option<u64>,
 }
 
 /// Reads a scenario file: `key = value` lines, `#` comments. Keys: `time_scale`,
 /// `noise_calls`, `hangup_before_originate_response`, `duplicate_events`, `reorder_events`,
-/// `slow_stream_ms`, `auth_failure_delay_ms`.
+/// `slow_stream_ms`, `auth_failure_delay_ms`, `response_after_events`, `vary_order_seed`,
+/// `cdr_unanswered`.
 ///
 /// # Errors
 /// An unknown key or a value that does not parse, with its line number.
@@ -116,6 +135,11 @@ pub fn apply_scenario(text: &str, cfg: &mut super::SimConfig) -> Result<(), Stri
             "slow_stream_ms" => {
                 cfg.faults.slow_stream = Some(Duration::from_millis(v.parse().map_err(|_| bad())?))
             }
+            "response_after_events" => {
+                cfg.faults.response_after_events = v.parse().map_err(|_| bad())?
+            }
+            "vary_order_seed" => cfg.faults.vary_order = Some(v.parse().map_err(|_| bad())?),
+            "cdr_unanswered" => cfg.cdr_unanswered = v.parse().map_err(|_| bad())?,
             "auth_failure_delay_ms" => {
                 cfg.auth_failure_delay = Duration::from_millis(v.parse().map_err(|_| bad())?)
             }

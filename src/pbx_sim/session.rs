@@ -228,6 +228,8 @@ pub(super) async fn handle(state: Arc<SimState>, stream: TcpStream, peer: Socket
             _ = write_all => {}
         }
         let _ = w.shutdown().await;
+        // Closed from our side: stop reading too, like Asterisk's close of the socket.
+        k.cancel();
     });
 
     let mut reader = FramedRead::new(r, AmiCodec::server(64 * 1024, 1024));
@@ -240,6 +242,7 @@ pub(super) async fn handle(state: Arc<SimState>, stream: TcpStream, peer: Socket
         user: None,
         peer,
         local,
+        login_tv: String::new(),
     };
     loop {
         let next = tokio::select! {
@@ -281,6 +284,8 @@ struct Session {
     user: Option<super::SimUser>,
     peer: SocketAddr,
     local: Option<SocketAddr>,
+    /// When the login succeeded (`SessionTV` of the security events).
+    login_tv: String,
 }
 
 impl Session {
@@ -308,9 +313,15 @@ impl Session {
                 aid,
                 &[("Message", "Missing action in request")],
             ));
+            // Logged in, Asterisk also reports it as a security event (probe-misc-actions.txt).
+            self.bad_format("NONE");
             return Flow::Continue;
         };
+        let action_name = action.to_owned();
         let action = action.to_ascii_lowercase();
+        if action == "originate" {
+            self.state.originates.fetch_add(1, Ordering::Relaxed);
+        }
         let authed = self.user.is_some();
         if !authed && !matches!(action.as_str(), "login" | "challenge" | "logoff") {
             self.send(response("Error", aid, &[("Message", "Permission denied")]));
@@ -378,7 +389,8 @@ impl Session {
                     return Flow::Continue;
                 }
                 let ch = m.get("Channel").unwrap_or("");
-                if call::hangup(&self.state, ch) {
+                let cause = m.get("Cause").and_then(|c| c.trim().parse().ok());
+                if call::hangup(&self.state, ch, cause) {
                     self.send(response("Success", aid, &[("Message", "Channel Hungup")]));
                 } else {
                     self.send(response("Error", aid, &[("Message", "No such channel")]));
@@ -386,11 +398,85 @@ impl Session {
             }
             "coreshowchannels" => call::core_show_channels(&self.state, &self.tx, aid),
             "status" => call::status(&self.state, &self.tx, aid, m.get("Channel")),
-            _ => self.send(response(
-                "Error",
+            "corestatus" => {
+                let (date, time) = self.state.started_at();
+                let calls = self.state.live_call_count().to_string();
+                let done = self.state.processed_calls().to_string();
+                self.send(response(
+                    "Success",
+                    aid,
+                    &[
+                        ("CoreStartupDate", &date),
+                        ("CoreStartupTime", &time),
+                        ("CoreReloadDate", &date),
+                        ("CoreReloadTime", &time),
+                        ("CoreCurrentCalls", &calls),
+                        ("CoreProcessedCalls", &done),
+                    ],
+                ));
+            }
+            "coresettings" => self.send(response(
+                "Success",
                 aid,
-                &[("Message", "Invalid/unknown command")],
+                &[
+                    ("AMIversion", "11.0.0"),
+                    ("AsteriskVersion", "22.10.1"),
+                    ("SystemName", ""),
+                    ("CoreMaxCalls", "0"),
+                    ("CoreMaxLoadAvg", "0.000000"),
+                    ("CoreRunUser", ""),
+                    ("CoreRunGroup", ""),
+                    ("CoreMaxFilehandles", "0"),
+                    ("CoreRealTimeEnabled", "No"),
+                    ("CoreCDRenabled", "Yes"),
+                    ("CoreHTTPenabled", "No"),
+                    ("SoundsSearchCustomDir", "No"),
+                ],
             )),
+            "getvar" => {
+                // The simulator keeps no global variables: every one reads empty.
+                let var = m.get("Variable").unwrap_or("");
+                self.send(response(
+                    "Success",
+                    aid,
+                    &[("Variable", var), ("Value", "")],
+                ));
+            }
+            "command" => {
+                let cmd = m.get("Command").unwrap_or("").trim();
+                if cmd == "core show channels count" {
+                    let calls = self.state.live_call_count();
+                    let ch = format!("{} active channels", calls * 2);
+                    let ca = format!("{calls} active calls");
+                    let done = format!("{} calls processed", self.state.processed_calls());
+                    self.send(response(
+                        "Success",
+                        aid,
+                        &[
+                            ("Message", "Command output follows"),
+                            ("Output", &ch),
+                            ("Output", &ca),
+                            ("Output", &done),
+                        ],
+                    ));
+                } else {
+                    let out = format!(
+                        "No such command '{cmd}' (type 'core show help {cmd}' for other possible commands)"
+                    );
+                    self.send(response(
+                        "Error",
+                        aid,
+                        &[("Message", "Command output follows"), ("Output", &out)],
+                    ));
+                }
+            }
+            _ => {
+                let msg = format!(
+                    "Invalid/unknown command: {action_name}. Use Action: ListCommands to show available commands."
+                );
+                self.send(response("Error", aid, &[("Message", &msg)]));
+                self.bad_format(&action_name);
+            }
         }
         Flow::Continue
     }
@@ -421,6 +507,34 @@ impl Session {
                 ("RemoteAddress", &ra),
                 ("RequestType", &req),
                 ("SessionTV", &tv),
+            ]),
+        );
+    }
+
+    /// `RequestBadFormat` (security class), sent only to a logged-in session.
+    fn bad_format(&self, action: &str) {
+        let Some(user) = self.user.as_ref().map(|u| u.username.clone()) else {
+            return;
+        };
+        let tv = event_tv();
+        let req = format!("Action: {action}");
+        let (la, ra) = self.addrs();
+        let sid = format!("0x{:012x}", self.id);
+        self.send_own_event(
+            "RequestBadFormat",
+            event(&[
+                ("Event", "RequestBadFormat"),
+                ("Privilege", "security,all"),
+                ("EventTV", &tv),
+                ("Severity", "Error"),
+                ("Service", "AMI"),
+                ("EventVersion", "1"),
+                ("SessionID", &sid),
+                ("LocalAddress", &la),
+                ("RemoteAddress", &ra),
+                ("RequestType", &req),
+                ("SessionTV", &self.login_tv),
+                ("AccountID", &user),
             ]),
         );
     }
@@ -535,6 +649,7 @@ impl Session {
             ]),
         );
         let tv = event_tv();
+        self.login_tv = tv.clone();
         let (la, ra) = self.addrs();
         let sid = format!("0x{:012x}", self.id);
         self.send_own_event(

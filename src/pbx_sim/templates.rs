@@ -3895,3 +3895,1869 @@ UniqueID: {UID2}
 UserField: 
 "#,
 };
+
+/// From `probe-channelid-show.txt`.
+pub(super) const LONG_ANSWER: Template = Template {
+    name: "long-answer",
+    source: "probe-channelid-show.txt",
+    phases_ms: &[4, 505],
+    text: r#"@0
+Event: Newchannel
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0
+Event: Newchannel
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: AppDial2
+AppData: (Outgoing Line)
+
+@0V
+Event: VarSet
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Variable: {VARNAME}
+Value: {VARVALUE}
+
+@0
+Event: NewCallerid
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+CID-CallingPres: 0 (Presentation Allowed, Not Screened)
+
+@0
+Event: NewConnectedLine
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0V
+Event: VarSet
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Variable: {VARNAME}
+Value: {VARVALUE}
+
+@0
+Event: NewCallerid
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+CID-CallingPres: 0 (Presentation Allowed, Not Screened)
+
+@0
+Event: NewConnectedLine
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: LocalBridge
+Privilege: call,all
+LocalOneChannel: {CHAN};1
+LocalOneChannelState: 0
+LocalOneChannelStateDesc: Down
+LocalOneCallerIDNum: {NUM}
+LocalOneCallerIDName: {NAME}
+LocalOneConnectedLineNum: {NUM}
+LocalOneConnectedLineName: {NAME}
+LocalOneLanguage: en
+LocalOneAccountCode: 
+LocalOneContext: {CTX}
+LocalOneExten: {EXTEN}
+LocalOnePriority: 1
+LocalOneUniqueid: {UID1}
+LocalOneLinkedid: {UID1}
+LocalTwoChannel: {CHAN};2
+LocalTwoChannelState: 4
+LocalTwoChannelStateDesc: Ring
+LocalTwoCallerIDNum: {NUM}
+LocalTwoCallerIDName: {NAME}
+LocalTwoConnectedLineNum: {NUM}
+LocalTwoConnectedLineName: {NAME}
+LocalTwoLanguage: en
+LocalTwoAccountCode: 
+LocalTwoContext: {CTX}
+LocalTwoExten: {EXTEN}
+LocalTwoPriority: 1
+LocalTwoUniqueid: {UID2}
+LocalTwoLinkedid: {UID1}
+Context: {CTX}
+Exten: {EXTEN}
+LocalOptimization: Yes
+
+@0
+Event: DialBegin
+Privilege: call,all
+DestChannel: {CHAN};1
+DestChannelState: 0
+DestChannelStateDesc: Down
+DestCallerIDNum: {NUM}
+DestCallerIDName: {NAME}
+DestConnectedLineNum: {NUM}
+DestConnectedLineName: {NAME}
+DestLanguage: en
+DestAccountCode: 
+DestContext: {CTX}
+DestExten: {EXTEN}
+DestPriority: 1
+DestUniqueid: {UID1}
+DestLinkedid: {UID1}
+DialString: {EXTEN}@{CTX}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: NoOp
+AppData: callee {EXTEN}: "{NAME}" <{NUM}>
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: Answer
+AppData: 
+
+@0
+Event: Newstate
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: Newstate
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0
+Event: DialEnd
+Privilege: call,all
+DestChannel: {CHAN};1
+DestChannelState: 6
+DestChannelStateDesc: Up
+DestCallerIDNum: {NUM}
+DestCallerIDName: {NAME}
+DestConnectedLineNum: {NUM}
+DestConnectedLineName: {NAME}
+DestLanguage: en
+DestAccountCode: 
+DestContext: {CTX}
+DestExten: {EXTEN}
+DestPriority: 1
+DestUniqueid: {UID1}
+DestLinkedid: {UID1}
+DialStatus: ANSWER
+
+@0
+Event: OriginateResponse
+Privilege: call,all
+ActionID: {ACTIONID}
+Response: Success
+Channel: {CHAN};1
+Context: {LCTX}
+Exten: {LEXTEN}
+Reason: 4
+Uniqueid: {UID1}
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Extension: {LEXTEN}
+Application: NoOp
+AppData: originated call landed: "{NAME}" <{NUM}> job={JOB}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 2
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Extension: {LEXTEN}
+Application: Wait
+AppData: 30
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: INUSE
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: INUSE
+
+@1
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: Wait
+AppData: 30
+"#,
+};
+
+/// From `probe-hangup-ringing-leg2.txt` (after the client's Hangup action).
+pub(super) const HANGUP_RINGING_LEG2: Template = Template {
+    name: "hangup-ringing-leg2",
+    source: "probe-hangup-ringing-leg2.txt",
+    phases_ms: &[1],
+    text: r#"@0
+Event: SoftHangupRequest
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 16
+
+@0
+Event: HangupRequest
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 5
+ChannelStateDesc: Ringing
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Cause: 17
+
+@0
+Event: Hangup
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 17
+Cause-txt: User busy
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: NOT_INUSE
+
+@0
+Event: Cdr
+Privilege: cdr,all
+AccountCode: 
+Source: {NUM}
+Destination: {EXTEN}
+DestinationContext: {CTX}
+CallerID: "{NAME}" <{NUM}>
+Channel: {CHAN};2
+DestinationChannel: 
+LastApplication: Wait
+LastData: 60
+StartTime: {START}
+AnswerTime: 
+EndTime: {END}
+Duration: {DUR}
+BillableSeconds: 0
+Disposition: BUSY
+AMAFlags: DOCUMENTATION
+UniqueID: {UID2}
+UserField: 
+
+@0
+Event: DialEnd
+Privilege: call,all
+DestChannel: {CHAN};1
+DestChannelState: 5
+DestChannelStateDesc: Ringing
+DestCallerIDNum: {NUM}
+DestCallerIDName: {NAME}
+DestConnectedLineNum: {NUM}
+DestConnectedLineName: {NAME}
+DestLanguage: en
+DestAccountCode: 
+DestContext: {CTX}
+DestExten: {EXTEN}
+DestPriority: 1
+DestUniqueid: {UID1}
+DestLinkedid: {UID1}
+DialStatus: BUSY
+
+@0
+Event: OriginateResponse
+Privilege: call,all
+ActionID: {ACTIONID}
+Response: Failure
+Channel: {REQ}
+Context: {LCTX}
+Exten: {LEXTEN}
+Reason: 0
+Uniqueid: {FAILUID}
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+
+@0
+Event: Hangup
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 5
+ChannelStateDesc: Ringing
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Cause: 17
+Cause-txt: User busy
+
+@0
+Event: Cdr
+Privilege: cdr,all
+AccountCode: 
+Source: {NUM}
+Destination: {EXTEN}
+DestinationContext: {CTX}
+CallerID: "{NAME}" <{NUM}>
+Channel: {CHAN};1
+DestinationChannel: 
+LastApplication: AppDial2
+LastData: (Outgoing Line)
+StartTime: {START}
+AnswerTime: 
+EndTime: {END}
+Duration: {DUR}
+BillableSeconds: 0
+Disposition: BUSY
+AMAFlags: DOCUMENTATION
+UniqueID: {UID1}
+UserField: 
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: NOT_INUSE
+"#,
+};
+
+/// From `probe-application.txt`.
+pub(super) const APPLICATION: Template = Template {
+    name: "application",
+    source: "probe-application.txt",
+    phases_ms: &[0, 503, 1003],
+    text: r#"@0
+Event: Newchannel
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0
+Event: Newchannel
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: AppDial2
+AppData: (Outgoing Line)
+
+@0V
+Event: VarSet
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Variable: {VARNAME}
+Value: {VARVALUE}
+
+@0
+Event: NewCallerid
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+CID-CallingPres: 0 (Presentation Allowed, Not Screened)
+
+@0
+Event: NewConnectedLine
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0V
+Event: VarSet
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Variable: {VARNAME}
+Value: {VARVALUE}
+
+@0
+Event: NewCallerid
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+CID-CallingPres: 0 (Presentation Allowed, Not Screened)
+
+@0
+Event: NewConnectedLine
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: LocalBridge
+Privilege: call,all
+LocalOneChannel: {CHAN};1
+LocalOneChannelState: 0
+LocalOneChannelStateDesc: Down
+LocalOneCallerIDNum: {NUM}
+LocalOneCallerIDName: {NAME}
+LocalOneConnectedLineNum: {NUM}
+LocalOneConnectedLineName: {NAME}
+LocalOneLanguage: en
+LocalOneAccountCode: 
+LocalOneContext: {CTX}
+LocalOneExten: {EXTEN}
+LocalOnePriority: 1
+LocalOneUniqueid: {UID1}
+LocalOneLinkedid: {UID1}
+LocalTwoChannel: {CHAN};2
+LocalTwoChannelState: 4
+LocalTwoChannelStateDesc: Ring
+LocalTwoCallerIDNum: {NUM}
+LocalTwoCallerIDName: {NAME}
+LocalTwoConnectedLineNum: {NUM}
+LocalTwoConnectedLineName: {NAME}
+LocalTwoLanguage: en
+LocalTwoAccountCode: 
+LocalTwoContext: {CTX}
+LocalTwoExten: {EXTEN}
+LocalTwoPriority: 1
+LocalTwoUniqueid: {UID2}
+LocalTwoLinkedid: {UID1}
+Context: {CTX}
+Exten: {EXTEN}
+LocalOptimization: Yes
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: NoOp
+AppData: callee {EXTEN}: "{NAME}" <{NUM}>
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: Answer
+AppData: 
+
+@0
+Event: Newstate
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: DialBegin
+Privilege: call,all
+DestChannel: {CHAN};1
+DestChannelState: 0
+DestChannelStateDesc: Down
+DestCallerIDNum: {NUM}
+DestCallerIDName: {NAME}
+DestConnectedLineNum: {NUM}
+DestConnectedLineName: {NAME}
+DestLanguage: en
+DestAccountCode: 
+DestContext: {CTX}
+DestExten: {EXTEN}
+DestPriority: 1
+DestUniqueid: {UID1}
+DestLinkedid: {UID1}
+DialString: {EXTEN}@{CTX}
+
+@0
+Event: OriginateResponse
+Privilege: call,all
+ActionID: {ACTIONID}
+Response: Success
+Channel: {CHAN};1
+Application: {LAPP}
+Data: {LDATA}
+Reason: 4
+Uniqueid: {UID1}
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+
+@0
+Event: Newstate
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0
+Event: DialEnd
+Privilege: call,all
+DestChannel: {CHAN};1
+DestChannelState: 6
+DestChannelStateDesc: Up
+DestCallerIDNum: {NUM}
+DestCallerIDName: {NAME}
+DestConnectedLineNum: {NUM}
+DestConnectedLineName: {NAME}
+DestLanguage: en
+DestAccountCode: 
+DestContext: {CTX}
+DestExten: {EXTEN}
+DestPriority: 1
+DestUniqueid: {UID1}
+DestLinkedid: {UID1}
+DialStatus: ANSWER
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: INUSE
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: INUSE
+
+@1
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: Playback
+AppData: hello-world
+
+@2
+Event: Cdr
+Privilege: cdr,all
+AccountCode: 
+Source: {NUM}
+Destination: {EXTEN}
+DestinationContext: {CTX}
+CallerID: "{NAME}" <{NUM}>
+Channel: {CHAN};1
+DestinationChannel: 
+LastApplication: {LAPP}
+LastData: {LDATA}
+StartTime: {START}
+AnswerTime: {ANSWERED}
+EndTime: {END}
+Duration: {DUR}
+BillableSeconds: {BILL}
+Disposition: ANSWERED
+AMAFlags: DOCUMENTATION
+UniqueID: {UID1}
+UserField: 
+
+@2
+Event: HangupRequest
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 0
+
+@2
+Event: Hangup
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Cause: 0
+Cause-txt: Unknown
+
+@2
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: NOT_INUSE
+
+@2
+Event: VarSet
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Variable: PLAYBACKSTATUS
+Value: SUCCESS
+
+@2
+Event: SoftHangupRequest
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 16
+
+@2
+Event: Hangup
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 0
+Cause-txt: Unknown
+
+@2
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: NOT_INUSE
+
+@2
+Event: Cdr
+Privilege: cdr,all
+AccountCode: 
+Source: {NUM}
+Destination: {EXTEN}
+DestinationContext: {CTX}
+CallerID: "{NAME}" <{NUM}>
+Channel: {CHAN};2
+DestinationChannel: 
+LastApplication: Playback
+LastData: hello-world
+StartTime: {START}
+AnswerTime: {ANSWERED}
+EndTime: {END}
+Duration: {DUR}
+BillableSeconds: {BILL}
+Disposition: ANSWERED
+AMAFlags: DOCUMENTATION
+UniqueID: {UID2}
+UserField: 
+"#,
+};
+
+/// From `landing-hangs-up.txt`.
+pub(super) const LANDING_HANGS_UP: Template = Template {
+    name: "landing-hangs-up",
+    source: "landing-hangs-up.txt",
+    phases_ms: &[0],
+    text: r#"@0
+Event: Newchannel
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0
+Event: Newchannel
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: AppDial2
+AppData: (Outgoing Line)
+
+@0V
+Event: VarSet
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Variable: {VARNAME}
+Value: {VARVALUE}
+
+@0
+Event: NewCallerid
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+CID-CallingPres: 0 (Presentation Allowed, Not Screened)
+
+@0
+Event: NewConnectedLine
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 0
+ChannelStateDesc: Down
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0V
+Event: VarSet
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: <unknown>
+CallerIDName: <unknown>
+ConnectedLineNum: <unknown>
+ConnectedLineName: <unknown>
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Variable: {VARNAME}
+Value: {VARVALUE}
+
+@0
+Event: NewCallerid
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+CID-CallingPres: 0 (Presentation Allowed, Not Screened)
+
+@0
+Event: NewConnectedLine
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: LocalBridge
+Privilege: call,all
+LocalOneChannel: {CHAN};1
+LocalOneChannelState: 0
+LocalOneChannelStateDesc: Down
+LocalOneCallerIDNum: {NUM}
+LocalOneCallerIDName: {NAME}
+LocalOneConnectedLineNum: {NUM}
+LocalOneConnectedLineName: {NAME}
+LocalOneLanguage: en
+LocalOneAccountCode: 
+LocalOneContext: {CTX}
+LocalOneExten: {EXTEN}
+LocalOnePriority: 1
+LocalOneUniqueid: {UID1}
+LocalOneLinkedid: {UID1}
+LocalTwoChannel: {CHAN};2
+LocalTwoChannelState: 4
+LocalTwoChannelStateDesc: Ring
+LocalTwoCallerIDNum: {NUM}
+LocalTwoCallerIDName: {NAME}
+LocalTwoConnectedLineNum: {NUM}
+LocalTwoConnectedLineName: {NAME}
+LocalTwoLanguage: en
+LocalTwoAccountCode: 
+LocalTwoContext: {CTX}
+LocalTwoExten: {EXTEN}
+LocalTwoPriority: 1
+LocalTwoUniqueid: {UID2}
+LocalTwoLinkedid: {UID1}
+Context: {CTX}
+Exten: {EXTEN}
+LocalOptimization: Yes
+
+@0
+Event: DialBegin
+Privilege: call,all
+DestChannel: {CHAN};1
+DestChannelState: 0
+DestChannelStateDesc: Down
+DestCallerIDNum: {NUM}
+DestCallerIDName: {NAME}
+DestConnectedLineNum: {NUM}
+DestConnectedLineName: {NAME}
+DestLanguage: en
+DestAccountCode: 
+DestContext: {CTX}
+DestExten: {EXTEN}
+DestPriority: 1
+DestUniqueid: {UID1}
+DestLinkedid: {UID1}
+DialString: {EXTEN}@{CTX}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: NoOp
+AppData: callee {EXTEN}: "{NAME}" <{NUM}>
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};2
+ChannelState: 4
+ChannelStateDesc: Ring
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Extension: {EXTEN}
+Application: Answer
+AppData: 
+
+@0
+Event: Newstate
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: INUSE
+
+@0
+Event: Newstate
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+
+@0
+Event: DialEnd
+Privilege: call,all
+DestChannel: {CHAN};1
+DestChannelState: 6
+DestChannelStateDesc: Up
+DestCallerIDNum: {NUM}
+DestCallerIDName: {NAME}
+DestConnectedLineNum: {NUM}
+DestConnectedLineName: {NAME}
+DestLanguage: en
+DestAccountCode: 
+DestContext: {CTX}
+DestExten: {EXTEN}
+DestPriority: 1
+DestUniqueid: {UID1}
+DestLinkedid: {UID1}
+DialStatus: ANSWER
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: INUSE
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 1
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Extension: {LEXTEN}
+Application: NoOp
+AppData: originated side hangs up at once: "{NAME}" <{NUM}>
+
+@0
+Event: OriginateResponse
+Privilege: call,all
+ActionID: {ACTIONID}
+Response: Success
+Channel: {CHAN};1
+Context: {LCTX}
+Exten: {LEXTEN}
+Reason: 4
+Uniqueid: {UID1}
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+
+@0
+Event: Newexten
+Privilege: dialplan,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 2
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Extension: {LEXTEN}
+Application: Hangup
+AppData: 
+
+@0
+Event: SoftHangupRequest
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 2
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Cause: 16
+
+@0
+Event: HangupRequest
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 16
+
+@0
+Event: Cdr
+Privilege: cdr,all
+AccountCode: 
+Source: {NUM}
+Destination: {LEXTEN}
+DestinationContext: {LCTX}
+CallerID: "{NAME}" <{NUM}>
+Channel: {CHAN};1
+DestinationChannel: 
+LastApplication: Hangup
+LastData: 
+StartTime: {START}
+AnswerTime: {ANSWERED}
+EndTime: {END}
+Duration: {DUR}
+BillableSeconds: {BILL}
+Disposition: ANSWERED
+AMAFlags: DOCUMENTATION
+UniqueID: {UID1}
+UserField: 
+
+@0
+Event: Cdr
+Privilege: cdr,all
+AccountCode: 
+Source: {NUM}
+Destination: {EXTEN}
+DestinationContext: {CTX}
+CallerID: "{NAME}" <{NUM}>
+Channel: {CHAN};2
+DestinationChannel: 
+LastApplication: Answer
+LastData: 
+StartTime: {START}
+AnswerTime: {ANSWERED}
+EndTime: {END}
+Duration: {DUR}
+BillableSeconds: {BILL}
+Disposition: ANSWERED
+AMAFlags: DOCUMENTATION
+UniqueID: {UID2}
+UserField: 
+
+@0
+Event: Hangup
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 2
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Cause: 16
+Cause-txt: Normal Clearing
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: NOT_INUSE
+
+@0
+Event: SoftHangupRequest
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 16
+
+@0
+Event: Hangup
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 2
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 16
+Cause-txt: Normal Clearing
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: NOT_INUSE
+"#,
+};
+
+/// From `shutdown-stop-now.txt` (from t=2.806 on).
+pub(super) const SHUTDOWN_NOW: Template = Template {
+    name: "shutdown-now",
+    source: "shutdown-stop-now.txt",
+    phases_ms: &[7],
+    text: r#"@0
+Event: SoftHangupRequest
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 4
+
+@0
+Event: SoftHangupRequest
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 2
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Cause: 4
+
+@0
+Event: SoftHangupRequest
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 16
+
+@0
+Event: HangupRequest
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 2
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Cause: 0
+
+@0
+Event: Cdr
+Privilege: cdr,all
+AccountCode: 
+Source: {NUM}
+Destination: {EXTEN}
+DestinationContext: {CTX}
+CallerID: "{NAME}" <{NUM}>
+Channel: {CHAN};2
+DestinationChannel: 
+LastApplication: Wait
+LastData: 30
+StartTime: {START}
+AnswerTime: {ANSWERED}
+EndTime: {END}
+Duration: {DUR}
+BillableSeconds: {BILL}
+Disposition: ANSWERED
+AMAFlags: DOCUMENTATION
+UniqueID: {UID2}
+UserField: 
+
+@0
+Event: Hangup
+Privilege: call,all
+Channel: {CHAN};2
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {CTX}
+Exten: {EXTEN}
+Priority: 3
+Uniqueid: {UID2}
+Linkedid: {UID1}
+Cause: 0
+Cause-txt: Unknown
+
+@0
+Event: SoftHangupRequest
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 2
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Cause: 16
+
+@0
+Event: Hangup
+Privilege: call,all
+Channel: {CHAN};1
+ChannelState: 6
+ChannelStateDesc: Up
+CallerIDNum: {NUM}
+CallerIDName: {NAME}
+ConnectedLineNum: {NUM}
+ConnectedLineName: {NAME}
+Language: en
+AccountCode: 
+Context: {LCTX}
+Exten: {LEXTEN}
+Priority: 2
+Uniqueid: {UID1}
+Linkedid: {UID1}
+Cause: 0
+Cause-txt: Unknown
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: NOT_INUSE
+
+@0
+Event: DeviceStateChange
+Privilege: call,all
+Device: {REQ}
+State: NOT_INUSE
+
+@0
+Event: Cdr
+Privilege: cdr,all
+AccountCode: 
+Source: {NUM}
+Destination: {LEXTEN}
+DestinationContext: {LCTX}
+CallerID: "{NAME}" <{NUM}>
+Channel: {CHAN};1
+DestinationChannel: 
+LastApplication: Wait
+LastData: 30
+StartTime: {START}
+AnswerTime: {ANSWERED}
+EndTime: {END}
+Duration: {DUR}
+BillableSeconds: {BILL}
+Disposition: ANSWERED
+AMAFlags: DOCUMENTATION
+UniqueID: {UID1}
+UserField: 
+"#,
+};
