@@ -513,6 +513,7 @@ async fn a_call_handed_back_at_shutdown_is_adopted_by_the_next_worker(pool: PgPo
     assert_eq!(ended(&pool, id, WAIT).await, "finished");
     worker.shutdown().await;
     assert_eq!(sim.live_calls(), 0);
+    assert_eq!(sim.originates(), 1, "adopted, never dialled again");
     sim.shutdown().await;
     let rows = cdrs(&pool, id).await;
     assert_eq!(rows.len(), 1, "one call, one CDR: {rows:?}");
@@ -536,6 +537,7 @@ async fn a_call_that_ended_while_no_worker_watched_is_not_dialled_again(pool: Pg
     let worker = start(&pool, dial_settings(&sim));
     assert_eq!(ended(&pool, id, WAIT).await, "finished_with_error");
     worker.shutdown().await;
+    assert_eq!(sim.originates(), 1, "not dialled again");
     sim.shutdown().await;
     let error = last_error(&pool, id).await;
     assert!(
@@ -563,6 +565,7 @@ async fn redial_if_lost_dials_again_and_each_call_keeps_its_cdr(pool: PgPool) {
     let worker = start(&pool, dial_settings(&sim));
     assert_eq!(ended(&pool, id, Duration::from_secs(30)).await, "finished");
     worker.shutdown().await;
+    assert_eq!(sim.originates(), 2, "dialled again, once");
     sim.shutdown().await;
     let rows = cdrs(&pool, id).await;
     assert_eq!(rows.len(), 2, "the lost call and the new one: {rows:?}");
@@ -707,6 +710,7 @@ async fn a_worker_killed_mid_call_leaves_one_call_that_the_next_attempt_adopts(p
     assert_eq!(ended(&pool, id, WAIT).await, "finished");
     worker.shutdown().await;
     assert_eq!(sim.live_calls(), 0);
+    assert_eq!(sim.originates(), 1, "exactly one Originate for the job");
     sim.shutdown().await;
     let (attempts, lost): (i32, i32) =
         sqlx::query_as("SELECT attempts, lost_leases FROM dialout_queue WHERE id = $1")
@@ -724,4 +728,65 @@ async fn a_worker_killed_mid_call_leaves_one_call_that_the_next_attempt_adopts(p
     assert_eq!(rows[0].disposition, "ANSWERED");
     assert_eq!(rows[0].attempt, 2);
     assert!(rows[0].billsec >= 4, "{:?}", rows[0]);
+}
+
+#[sqlx::test]
+async fn an_originate_response_before_its_reply_and_any_event_order_give_the_same_result(
+    pool: PgPool,
+) {
+    // Stock Asterisk (no Cdr event for unanswered calls), replies after the call's
+    // first events, and the Hangup/OriginateResponse order shaken by a seed.
+    for seed in [1_u64, 2, 3] {
+        let sim = sim(
+            0.05,
+            &[
+                ("100", "busy"),
+                ("200", "congestion"),
+                ("300", "noanswer"),
+                ("400", "reject_500"),
+            ],
+            |c| {
+                c.faults.response_after_events = true;
+                c.faults.vary_order = Some(seed);
+                c.cdr_unanswered = false;
+            },
+        )
+        .await;
+        let worker = start(&pool, dial_settings(&sim));
+        let jobs = [
+            (
+                dial(&pool, json!({"number": "100"})).await,
+                "BUSY",
+                Some(17),
+            ),
+            (
+                dial(&pool, json!({"number": "200"})).await,
+                "CONGESTION",
+                Some(34),
+            ),
+            (
+                dial(&pool, json!({"number": "300", "ring_timeout_ms": 1000})).await,
+                "NO ANSWER",
+                Some(19),
+            ),
+            (
+                dial(&pool, json!({"number": "400"})).await,
+                "NO ANSWER",
+                Some(21),
+            ),
+        ];
+        for (id, disposition, cause) in jobs {
+            ended(&pool, id, WAIT).await;
+            let rows = cdrs(&pool, id).await;
+            assert_eq!(rows.len(), 1, "seed {seed}: {rows:?}");
+            assert_eq!(
+                (rows[0].disposition.as_str(), rows[0].hangup_cause),
+                (disposition, cause),
+                "seed {seed}"
+            );
+        }
+        worker.shutdown().await;
+        assert_eq!(sim.originates(), 4, "seed {seed}: one Originate per job");
+        sim.shutdown().await;
+    }
 }
