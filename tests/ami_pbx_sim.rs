@@ -36,36 +36,7 @@ impl Normalizer {
         if matches!(key, "Duration" | "BillableSeconds") {
             return "<secs>".into();
         }
-        let is_uid = |s: &str| {
-            s.split_once('.').is_some_and(|(a, b)| {
-                !a.is_empty()
-                    && !b.is_empty()
-                    && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
-            })
-        };
-        if is_uid(v) {
-            let n = self.uids.len();
-            return format!("<uid{}>", self.uids.entry(v.to_owned()).or_insert(n));
-        }
-        // Local/x@callee-0000000a;1 → Local/x@callee-<seq>;1
-        let mut out = String::new();
-        let mut rest = v;
-        while let Some(i) = rest.find('-') {
-            let tail = &rest[i + 1..];
-            if tail.len() >= 9
-                && tail[..8].bytes().all(|c| c.is_ascii_hexdigit())
-                && tail.as_bytes()[8] == b';'
-            {
-                out.push_str(&rest[..i]);
-                out.push_str("-<seq>");
-                rest = &tail[8..];
-            } else {
-                out.push_str(&rest[..=i]);
-                rest = tail;
-            }
-        }
-        out.push_str(rest);
-        out
+        support::ami::normalize_ids(&mut self.uids, v)
     }
 
     fn message(&mut self, fields: Vec<(String, String)>) -> Vec<(String, String)> {

@@ -150,3 +150,36 @@ pub fn client_config(sim: &PbxSim) -> AmiConfig {
 
 /// Bounds every wait in tests.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Replaces the ids that differ from run to run in an AMI value: Asterisk uniqueids
+/// (`<uid0>`, `<uid1>`, … numbered by first sight in `uids`) and Local channel sequence
+/// numbers (`Local/x@callee-0000000a;1` → `Local/x@callee-<seq>;1`).
+pub fn normalize_ids(uids: &mut std::collections::HashMap<String, usize>, v: &str) -> String {
+    let is_uid = |s: &str| {
+        s.split_once('.').is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+        })
+    };
+    if is_uid(v) {
+        let n = uids.len();
+        return format!("<uid{}>", uids.entry(v.to_owned()).or_insert(n));
+    }
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(i) = rest.find('-') {
+        let tail = &rest[i + 1..];
+        if tail.len() >= 9
+            && tail[..8].bytes().all(|c| c.is_ascii_hexdigit())
+            && tail.as_bytes()[8] == b';'
+        {
+            out.push_str(&rest[..i]);
+            out.push_str("-<seq>");
+            rest = &tail[8..];
+        } else {
+            out.push_str(&rest[..=i]);
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
