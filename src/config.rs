@@ -325,4 +325,32 @@ mod tests {
         assert_eq!(redact_url(s.expose_secret()), "postgres://u:***@h/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
+
+    #[test]
+    fn the_dial_keys_operators_deploy_with_work_as_environment_variables() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("DIALOUT__AMI__HOST", "pbx.internal"),
+                ("DIALOUT__AMI__PORT", "5039"),
+                ("DIALOUT__AMI__USERNAME", "dialout"),
+                ("DIALOUT__AMI__SECRET", "s3cret-ami"),
+                ("DIALOUT__DIAL__CHANNEL", "PJSIP/{number}@trunk"),
+                ("DIALOUT__DIAL__CONTEXT", "ivr"),
+                ("DIALOUT__DIAL__TAG_IN", "number"),
+                ("DIALOUT__DIAL__RING_TIMEOUT_MS", "20000"),
+                ("DIALOUT__KINDS__DIAL__CONCURRENCY", "250"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((s.ami.host.as_str(), s.ami.port), ("pbx.internal", 5039));
+        assert_eq!(s.dial.channel, "PJSIP/{number}@trunk");
+        assert_eq!(s.dial.context, "ivr");
+        assert_eq!(s.dial.tag_in, TagIn::Number);
+        assert_eq!(s.dial.ring_timeout_ms, 20000);
+        assert_eq!(s.concurrency("dial"), 250);
+        assert_eq!(s.ami.secret.expose_secret(), "s3cret-ami");
+        // The whole settings, as a log line would print them, never show the secret.
+        assert!(!format!("{s:?}").contains("s3cret-ami"));
+    }
 }
