@@ -133,7 +133,7 @@ async fn start_worker(
 }
 
 /// A fresh database with the migrations applied, and a pool on it.
-async fn migrated_scratch_db(
+pub(crate) async fn migrated_scratch_db(
     settings: &Settings,
     admin_url: &str,
 ) -> Result<(ScratchDb, PgPool), sqlx::Error> {
@@ -206,7 +206,7 @@ pub async fn drain(
 
 /// CPU used so far by this process and by the PostgreSQL processes (live ones, plus
 /// the exited backends the postmaster has reaped), from Linux's /proc.
-fn cpu_now() -> Option<CpuSeconds> {
+pub(crate) fn cpu_now() -> Option<CpuSeconds> {
     // utime, stime, cutime, cstime: fields 14-17 of /proc/PID/stat, in clock ticks
     // (100 a second on Linux). The command name (field 2) may hold spaces: split
     // after its closing parenthesis.
