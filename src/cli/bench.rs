@@ -35,7 +35,7 @@ pub async fn dial(
     settings: &mut Settings,
     bench: crate::bench::dial::DialBench,
 ) -> Result<(), AppError> {
-    let admin = app::database_url(settings)?;
+    let admin = app::database_url(settings).await?;
     println!(
         "{}",
         crate::bench::dial::run(settings, &admin, &bench).await?
