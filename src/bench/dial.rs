@@ -16,11 +16,12 @@
 //!
 //! Targets (issue; reported, never asserted): 1,000 originates/s, under 5 ms added
 //! per call at p50, 10,000 live calls in under 100 MB. Measured 2026-12-06 (2 cores,
-//! AMD EPYC, shared with three busy engineers: medians of five runs, noisy): 1,207
-//! originates/s (1,046-1,334); 304 jobs/s to final status, the completer's one
-//! transaction per CDR-carrying outcome being the bottleneck; insert->originate p50
-//! 6.5 ms, of which the lease 3.0 ms; 10,000 live calls: worker alone 106 MiB, worker
-//! and simulator here 163 MiB. Details and method in the README, "Measured figures".
+//! AMD EPYC, shared with busy engineers: medians of five runs, noisy): 1,169
+//! originates/s (878-1,304); 331 jobs/s to final status, bounded by the per-call
+//! commits (one completion transaction per CDR-carrying outcome, `established` on the
+//! small queue pool); insert->originate p50 6.7 ms, of which the lease 3.0 ms; 10,000
+//! live calls: the worker alone 127 MiB. Details and method in the README, "Measured
+//! figures".
 
 use std::collections::HashMap;
 use std::fmt;
