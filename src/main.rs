@@ -116,6 +116,21 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         large: u64,
     },
+    /// Dial jobs through one worker against the simulated PBX (in this process):
+    /// originates/s, insert->originate latency, peak live calls, memory.
+    Dial {
+        #[arg(long, default_value_t = 10_000)]
+        jobs: u64,
+        /// kinds.dial.concurrency: live calls the worker may hold.
+        #[arg(long, default_value_t = 10_000)]
+        concurrency: usize,
+        /// How long each simulated call stays up once answered.
+        #[arg(long, default_value_t = 1000)]
+        call_ms: u64,
+        /// Single jobs, 20 ms apart, for the insert->originate latency.
+        #[arg(long, default_value_t = 200)]
+        latency_samples: usize,
+    },
     /// Messages through the legacy TCP client to a local echo peer, a connection each.
     Legacy {
         #[arg(long, default_value_t = 100_000)]
@@ -193,6 +208,20 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
                 latency_samples,
                 large,
             } => cli::bench::queue(settings, jobs, latency_samples, large).await,
+            BenchCommand::Dial {
+                jobs,
+                concurrency,
+                call_ms,
+                latency_samples,
+            } => {
+                let bench = dialout::bench::dial::DialBench {
+                    jobs,
+                    concurrency,
+                    call_ms,
+                    latency_samples,
+                };
+                cli::bench::dial(settings, bench).await
+            }
             BenchCommand::Legacy {
                 messages,
                 concurrency,

@@ -770,3 +770,26 @@ async fn a_client_that_never_reads_is_disconnected_not_buffered_without_limit() 
         .expect("a new client is served");
     assert_eq!(sim.sessions(), 1);
 }
+
+#[tokio::test]
+async fn counts_the_originates_it_receives() {
+    let sim = start_sim(fast_sim_config()).await;
+    assert_eq!(sim.originates(), 0);
+    let c = AmiClient::connect(client_config(&sim)).await.unwrap();
+    c.originate(&originate("Local/busy@callee", 51))
+        .await
+        .unwrap();
+    // A refused one counts too: it reached the simulator.
+    let refused = c
+        .originate(&dialout::ami::Originate::to_exten(
+            "Local/busy@callee",
+            "nowhere",
+            "s",
+            1,
+        ))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(sim.originates(), 2);
+    c.shutdown().await;
+    sim.shutdown().await;
+}

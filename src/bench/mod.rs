@@ -1,3 +1,4 @@
 //! Benchmarks: figures are printed, never asserted. `dialout bench ...`.
 
+pub mod dial;
 pub mod queue;

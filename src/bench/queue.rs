@@ -133,7 +133,7 @@ async fn start_worker(
 }
 
 /// A fresh database with the migrations applied, and a pool on it.
-async fn migrated_scratch_db(
+pub(crate) async fn migrated_scratch_db(
     settings: &Settings,
     admin_url: &str,
 ) -> Result<(ScratchDb, PgPool), sqlx::Error> {
@@ -169,7 +169,8 @@ pub async fn drain(
     sqlx::query("SET enable_seqscan = off")
         .execute(&mut *watcher)
         .await?;
-    let cpu_before = cpu_now();
+    let postmaster = postmaster_pid(&pool).await;
+    let cpu_before = cpu_now(postmaster);
     let started = Instant::now();
     let (stop, handle) = start_worker(settings, &pool).await;
     loop {
@@ -186,10 +187,12 @@ pub async fn drain(
     }
     drop(watcher);
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = cpu_before.zip(cpu_now()).map(|(a, b)| CpuSeconds {
-        worker: b.worker - a.worker,
-        database: b.database - a.database,
-    });
+    let cpu = cpu_before
+        .zip(cpu_now(postmaster))
+        .map(|(a, b)| CpuSeconds {
+            worker: b.worker - a.worker,
+            database: b.database - a.database,
+        });
     stop.cancel();
     let _ = handle.await;
     let finished: i64 =
@@ -204,33 +207,54 @@ pub async fn drain(
     Ok(DrainReport { jobs, seconds, cpu })
 }
 
-/// CPU used so far by this process and by the PostgreSQL processes (live ones, plus
-/// the exited backends the postmaster has reaped), from Linux's /proc.
-fn cpu_now() -> Option<CpuSeconds> {
-    // utime, stime, cutime, cstime: fields 14-17 of /proc/PID/stat, in clock ticks
-    // (100 a second on Linux). The command name (field 2) may hold spaces: split
-    // after its closing parenthesis.
-    fn stat(path: &std::path::Path) -> Option<(String, [f64; 4])> {
-        let text = std::fs::read_to_string(path).ok()?;
-        let open = text.find('(')?;
-        let close = text.rfind(')')?;
-        let name = text.get(open + 1..close)?.to_owned();
-        let fields: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
-        let tick = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .map(|t| t / 100.0)
-        };
-        Some((name, [tick(11)?, tick(12)?, tick(13)?, tick(14)?]))
-    }
-    let (_, own) = stat(std::path::Path::new("/proc/self/stat"))?;
+/// The postmaster of the server `pool` talks to, when it runs on this machine (the
+/// parent of this connection's backend): the CPU figures then count that server only,
+/// not every PostgreSQL of a shared machine. None for a server elsewhere.
+pub(crate) async fn postmaster_pid(pool: &PgPool) -> Option<u32> {
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .ok()?;
+    let (name, ppid, _) = proc_stat(&std::path::Path::new("/proc").join(backend.to_string()))?;
+    (name == "postgres").then_some(ppid)
+}
+
+/// Command name, parent pid and utime, stime, cutime, cstime in seconds, from
+/// /proc/PID/stat (fields 2, 4 and 14-17; times in clock ticks, 100 a second on Linux).
+/// The command name may hold spaces: split after its closing parenthesis.
+fn proc_stat(dir: &std::path::Path) -> Option<(String, u32, [f64; 4])> {
+    let text = std::fs::read_to_string(dir.join("stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let name = text.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
+    let ppid = fields.get(1)?.parse().ok()?;
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|t| t / 100.0)
+    };
+    Some((name, ppid, [tick(11)?, tick(12)?, tick(13)?, tick(14)?]))
+}
+
+/// CPU used so far by this process and by PostgreSQL (live processes, plus the exited
+/// backends the postmaster has reaped), from Linux's /proc: the server of `postmaster`
+/// and its children when known, else every process named postgres.
+pub(crate) fn cpu_now(postmaster: Option<u32>) -> Option<CpuSeconds> {
+    let (_, _, own) = proc_stat(std::path::Path::new("/proc/self"))?;
     let mut database = 0.0;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some((name, [utime, stime, cutime, cstime])) = stat(&entry.path().join("stat")) else {
+        let pid: Option<u32> = entry.file_name().to_str().and_then(|n| n.parse().ok());
+        let Some(pid) = pid else { continue };
+        let Some((name, ppid, [utime, stime, cutime, cstime])) = proc_stat(&entry.path()) else {
             continue;
         };
-        if name == "postgres" {
+        let ours = match postmaster {
+            Some(pm) => pid == pm || ppid == pm,
+            None => true,
+        };
+        if name == "postgres" && ours {
             // Backends are the postmaster's children: their exited share shows up in
             // its cutime/cstime; a backend's own children are none.
             database += utime + stime + cutime + cstime;
@@ -297,7 +321,15 @@ pub async fn latency(
 
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{cpu_now, with_database};
+
+    #[test]
+    fn cpu_of_one_server_counts_only_its_processes() {
+        // This test process is no postmaster: nothing named postgres is its child.
+        let cpu = cpu_now(Some(std::process::id())).expect("Linux /proc");
+        assert_eq!(cpu.database, 0.0);
+        assert!(cpu.worker >= 0.0);
+    }
 
     #[test]
     fn swaps_the_database_name() {

@@ -30,6 +30,19 @@ pub async fn queue(
     Ok(())
 }
 
+/// Dial jobs through one worker against the in-process simulated PBX.
+pub async fn dial(
+    settings: &mut Settings,
+    bench: crate::bench::dial::DialBench,
+) -> Result<(), AppError> {
+    let admin = app::database_url(settings).await?;
+    println!(
+        "{}",
+        crate::bench::dial::run(settings, &admin, &bench).await?
+    );
+    Ok(())
+}
+
 /// Messages through the legacy TCP client to a local echo peer, without and with
 /// failures.
 pub async fn legacy(messages: usize, concurrency: usize) {
