@@ -299,3 +299,74 @@ async fn a_panicking_handler_fails_its_job_and_the_worker_goes_on(pool: PgPool) 
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+#[sqlx::test]
+async fn outcomes_with_sql_written_together_keep_each_job_whole(pool: PgPool) {
+    side_table(&pool).await;
+    sqlx::query("INSERT INTO dialout_queue (kind) SELECT 'noop' FROM generate_series(1, 40)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let leased = queue::lease_jobs(
+        &pool,
+        "noop",
+        40,
+        "w",
+        Duration::from_secs(60),
+        uuid::Uuid::new_v4(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(leased.len(), 40);
+    let bad_id = leased[17].id;
+    let (completer, task) = queue::Completer::spawn(
+        pool.clone(),
+        CompleterSettings {
+            reconnect: Backoff::from_millis(10, 100),
+            drain_deadline: Duration::from_secs(1),
+            retry_base: Duration::from_millis(10),
+            retry_max: Duration::from_millis(100),
+        },
+    );
+    // Submitted at once, so the writer takes many in one batch; one hook fails.
+    let replies = futures_util::future::join_all(leased.iter().map(|job| {
+        let id = job.id;
+        let note: Option<&'static str> = (id != bad_id).then_some("cdr");
+        let hook: CompletionHook = Arc::new(move |conn| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO side_effect VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(note)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        });
+        let done = Completion::Final {
+            status: queue::JobStatus::Finished,
+            result: None,
+            error: None,
+        };
+        completer.submit(job.lease(), done, Some(hook))
+    }))
+    .await;
+    for reply in replies {
+        assert_eq!(reply.await.unwrap(), WriteResult::Written);
+    }
+    drop(completer);
+    task.await.unwrap();
+    let rows: Vec<(i64, String, bool)> = sqlx::query_as(
+        "SELECT q.id, q.status::text, EXISTS (SELECT 1 FROM side_effect s WHERE s.job_id = q.id) \
+         FROM dialout_queue q ORDER BY q.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for (id, status, effect) in rows {
+        if id == bad_id {
+            assert_eq!((status.as_str(), effect), ("finished_with_error", false));
+        } else {
+            assert_eq!((status.as_str(), effect), ("finished", true), "job {id}");
+        }
+    }
+}

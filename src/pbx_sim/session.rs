@@ -69,8 +69,11 @@ impl EventPolicy {
 /// Messages a session may have queued for its client beyond what the socket buffers
 /// hold. A client that stops reading fills it; then its session is closed (a warning is
 /// logged), as Asterisk drops a manager session whose writes time out, instead of the
-/// simulator's memory growing without limit.
-pub const OUTBOX_CAPACITY: usize = 4096;
+/// simulator's memory growing without limit. Large enough for a `CoreShowChannels`
+/// listing of 10,000 live calls (20,000 events) to a client that is busy but reading:
+/// at 4,096 the dial benchmark's reconcile after a reconnect overflowed it, dropped the
+/// link, reconnected, listed again, in a loop.
+pub const OUTBOX_CAPACITY: usize = 65_536;
 
 /// The writer's bounded queue; sending never waits.
 #[derive(Clone)]

@@ -143,8 +143,8 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, settings: CompleterS
             if !plain.is_empty() {
                 write_plain(&pool, plain, &closing, settings).await;
             }
-            for request in hooked {
-                write_hooked(&pool, request, &closing, settings).await;
+            if !hooked.is_empty() {
+                write_hooked_batch(&pool, hooked, &closing, settings).await;
             }
             drop(permit);
         });
@@ -206,6 +206,46 @@ async fn write_plain(
             let request = requests.into_iter().next();
             if let Some(request) = request {
                 record_unwritable(pool, request, &e, closing, settings).await;
+            }
+        }
+    }
+}
+
+async fn write_hooked_batch(
+    pool: &PgPool,
+    requests: Vec<Request>,
+    closing: &AtomicBool,
+    settings: CompleterSettings,
+) {
+    if requests.len() == 1 {
+        for r in requests {
+            write_hooked(pool, r, closing, settings).await;
+        }
+        return;
+    }
+    let rows = Rows::new(requests.as_slice(), &settings);
+    let hooks: Vec<(i64, CompletionHook)> = requests
+        .iter()
+        .filter_map(|r| r.hook.clone().map(|h| (r.lease.id, h)))
+        .collect();
+    let attempt = || async {
+        let mut tx = pool.begin().await?;
+        let mut written = rows.write(&mut *tx).await?;
+        written.sort_unstable();
+        for (id, hook) in &hooks {
+            if written.binary_search(id).is_ok() {
+                hook(&mut tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(written)
+    };
+    match with_retry(closing, settings, attempt).await {
+        Ok(Some(written)) => reply_all(requests, written),
+        Ok(None) => abandon(requests),
+        Err(_) => {
+            for r in requests {
+                write_hooked(pool, r, closing, settings).await;
             }
         }
     }

@@ -62,7 +62,6 @@ impl fmt::Display for AttemptId {
 pub struct JobContext {
     pub(crate) job: LeasedJob,
     pub(crate) pool: PgPool,
-    pub(crate) queue_pool: PgPool,
     pub(crate) worker_id: Arc<str>,
     pub(crate) stop: StopSignal,
 }
@@ -109,9 +108,11 @@ impl JobContext {
     }
 
     /// Marks the job `established` (a dial: the callee answered), fenced on the lease.
+    /// Through the handlers' pool: the queue's own connections are kept for leasing,
+    /// heartbeats and completion, which a burst of answers must not starve.
     pub async fn set_established(&self) -> Result<(), QueueError> {
         self.lease()
-            .set_status(&self.queue_pool, JobStatus::Established)
+            .set_status(&self.pool, JobStatus::Established)
             .await
     }
 

@@ -75,7 +75,6 @@ async fn execute(
             let ctx = JobContext {
                 job,
                 pool: shared.pool.clone(),
-                queue_pool: shared.queue_pool.clone(),
                 worker_id: shared.id.clone(),
                 stop: stop.clone(),
             };

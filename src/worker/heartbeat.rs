@@ -47,12 +47,19 @@ pub(super) async fn run_once(
     for &id in &beat.cancelled {
         shared.leases.stop_job(id, StopReason::Cancelled);
     }
-    for &lease in &beat.lost {
+    // A lease whose outcome the completer wrote while this beat ran is gone from the
+    // table, not lost: only the ones still running count.
+    let lost: Vec<_> = beat
+        .lost
+        .into_iter()
+        .filter(|&lease| shared.leases.is_unsubmitted(lease))
+        .collect();
+    for &lease in &lost {
         shared.leases.stop_lease(lease, StopReason::LeaseLost);
     }
     Ok(BeatCounts {
         cancelled: beat.cancelled.len(),
-        lost: beat.lost.len(),
+        lost: lost.len(),
     })
 }
 

@@ -99,6 +99,12 @@ impl Leases {
         self.with(lease, |h| h.submitted = true);
     }
 
+    /// Held and its outcome not yet with the completer: a heartbeat that finds such a
+    /// lease gone has really lost it (a submitted one may just have been written).
+    pub(super) fn is_unsubmitted(&self, lease: Lease) -> bool {
+        self.with(lease, |h| !h.submitted).unwrap_or(false)
+    }
+
     /// Every lease held, for the heartbeat.
     pub(super) fn snapshot(&self) -> Vec<Lease> {
         self.held().values().map(|h| h.lease).collect()
