@@ -790,3 +790,25 @@ async fn an_originate_response_before_its_reply_and_any_event_order_give_the_sam
         sim.shutdown().await;
     }
 }
+
+#[sqlx::test]
+async fn a_call_answered_while_the_link_was_down_is_answered_on_reconnect(pool: PgPool) {
+    // Rings 1 s, then 4 s of talk; the link is down 1.5-3 s from the first ring.
+    let sim = sim(1.0, &[("900", "slow-answer_1000_4000")], |_| {}).await;
+    let mut settings = dial_settings(&sim);
+    settings.ami.reconnect_min_ms = 3000;
+    settings.ami.reconnect_max_ms = 3000;
+    let worker = start(&pool, settings);
+    let id = dial(&pool, json!({"number": "900"})).await;
+    eventually(WAIT, "the call to ring", || async {
+        (sim.live_calls() == 1).then_some(())
+    })
+    .await;
+    sim.drop_connections();
+    assert_eq!(ended(&pool, id, WAIT).await, "finished");
+    worker.shutdown().await;
+    sim.shutdown().await;
+    let c = &cdrs(&pool, id).await[0];
+    assert_eq!(c.disposition, "ANSWERED", "{c:?}");
+    assert_eq!(result_of(&pool, id).await["ended_unobserved"], json!(false));
+}

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::call::{Call, Step};
 use super::payload::DialPayload;
-use super::tracker::{CallEvent, TAG_PREFIX};
+use super::tracker::{CallEvent, Listing, TAG_PREFIX};
 use super::{DialDefaults, Link};
 use crate::ami::AmiError;
 use crate::ami::actions::{CoreShowChannels, Hangup, Originate, OriginateTarget};
@@ -433,12 +433,30 @@ async fn follow(
                 let m = match ev {
                     CallEvent::Event(m) => m,
                     // After a gap: a call that ended meanwhile ends here too, rather
-                    // than wait for a Hangup that will never come. A call with no event
-                    // yet may just not exist in Asterisk so far: it waits.
-                    CallEvent::Listed(up) => {
-                        let seen = call.leg1.channel.is_some() || call.response.is_some();
-                        if seen && !up.contains(&plan.uniqueid) && !call.is_over() {
-                            break End::Unobserved;
+                    // than wait for a Hangup that will never come; one answered
+                    // meanwhile is answered here too. A call with no event yet may
+                    // just not exist in Asterisk so far: it waits.
+                    CallEvent::Listed(listing) => {
+                        match listing.get(&plan.uniqueid) {
+                            None => {
+                                let seen = call.leg1.channel.is_some() || call.response.is_some();
+                                if seen && !call.is_over() {
+                                    break End::Unobserved;
+                                }
+                            }
+                            Some((channel, true)) if call.answered.is_none() => {
+                                call.leg1.channel.get_or_insert_with(|| channel.to_owned());
+                                call.response = Some((true, Some(4)));
+                                call.answered = Some(Utc::now());
+                                record_answer(ctx, call).await;
+                                if matches!(phase, Phase::Ringing) {
+                                    phase = Phase::Up;
+                                    deadline = Instant::now() + plan.max_call;
+                                }
+                            }
+                            Some((channel, _)) => {
+                                call.leg1.channel.get_or_insert_with(|| channel.to_owned());
+                            }
                         }
                         continue;
                     }
@@ -522,15 +540,11 @@ async fn follow(
 /// `Some(None)` when it has no such channel.
 async fn channel_of(link: &Link, uniqueid: &str) -> Option<Option<(String, bool)>> {
     let reply = link.client.send_list(&CoreShowChannels).await.ok()?;
+    let listing = Listing::from_events(&reply.events);
     Some(
-        reply
-            .events
-            .iter()
-            .find(|e| e.get("Uniqueid") == Some(uniqueid))
-            .map(|e| {
-                let name = e.get("Channel").unwrap_or_default().to_owned();
-                (name, e.get("ChannelState") == Some("6"))
-            }),
+        listing
+            .get(uniqueid)
+            .map(|(name, up)| (name.to_owned(), up)),
     )
 }
 

@@ -13,7 +13,7 @@
 //! so a call that ended unseen can end too: one `CoreShowChannels` for all calls, not
 //! one per call.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -29,8 +29,33 @@ pub const TAG_PREFIX: &str = "dialout-";
 #[derive(Debug, Clone)]
 pub enum CallEvent {
     Event(Arc<Message>),
-    /// After a gap: the Uniqueids of every channel Asterisk had when asked.
-    Listed(Arc<HashSet<String>>),
+    /// After a gap: every channel Asterisk had when asked.
+    Listed(Arc<Listing>),
+}
+
+/// Asterisk's channels at one moment (`CoreShowChannels`), by Uniqueid: the channel's
+/// name and whether it is answered (state Up).
+#[derive(Debug, Default)]
+pub struct Listing(HashMap<String, (String, bool)>);
+
+impl Listing {
+    pub fn from_events(events: &[Message]) -> Self {
+        Self(
+            events
+                .iter()
+                .filter_map(|e| {
+                    let uid = e.get("Uniqueid")?;
+                    let name = e.get("Channel").unwrap_or_default().to_owned();
+                    Some((uid.to_owned(), (name, e.get("ChannelState") == Some("6"))))
+                })
+                .collect(),
+        )
+    }
+
+    /// The channel with this Uniqueid: its name and whether it is up.
+    pub fn get(&self, uniqueid: &str) -> Option<(&str, bool)> {
+        self.0.get(uniqueid).map(|(n, up)| (n.as_str(), *up))
+    }
 }
 
 #[derive(Default)]
@@ -140,16 +165,10 @@ impl Tracker {
                 return;
             }
         };
-        let up: Arc<HashSet<String>> = Arc::new(
-            listed
-                .events
-                .iter()
-                .filter_map(|e| e.get("Uniqueid").map(str::to_owned))
-                .collect(),
-        );
+        let listing = Arc::new(Listing::from_events(&listed.events));
         for (id, tx) in &self.calls().senders {
             if *id < before {
-                let _ = tx.send(CallEvent::Listed(up.clone()));
+                let _ = tx.send(CallEvent::Listed(listing.clone()));
             }
         }
     }
