@@ -13,7 +13,7 @@ BEGIN
     FROM jsonb_object_keys(p) AS k
     WHERE k NOT IN ('number', 'message', 'caller_id_name', 'caller_id_number', 'ring_timeout_ms',
                     'max_call_ms', 'variables', 'context', 'exten', 'priority', 'account_code',
-                    'redial_if_lost');
+                    'redial_if_lost', 'retry');
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'dial job: unknown payload field(s) %', bad
             USING ERRCODE = 'check_violation';
@@ -88,6 +88,19 @@ BEGIN
     IF p ? 'redial_if_lost' AND jsonb_typeof(p->'redial_if_lost') <> 'boolean' THEN
         RAISE EXCEPTION 'dial job: "redial_if_lost" must be true or false, got %', p->'redial_if_lost'
             USING ERRCODE = 'check_violation';
+    END IF;
+    IF p ? 'retry' THEN
+        IF jsonb_typeof(p->'retry') <> 'object' THEN
+            RAISE EXCEPTION 'dial job: "retry" must be an object of busy_ms, no_answer_ms, congestion_ms, rejected_ms, failed_ms, got %', jsonb_typeof(p->'retry')
+                USING ERRCODE = 'check_violation';
+        END IF;
+        SELECT string_agg(quote_literal(key), ', ') INTO bad FROM jsonb_each(p->'retry')
+        WHERE key NOT IN ('busy_ms', 'no_answer_ms', 'congestion_ms', 'rejected_ms', 'failed_ms')
+           OR NOT coalesce(dialout_json_int_between(value, 0, 86400000), false);
+        IF bad IS NOT NULL THEN
+            RAISE EXCEPTION 'dial job: "retry" % must be busy_ms, no_answer_ms, congestion_ms, rejected_ms or failed_ms, each an integer from 0 to 86400000', bad
+                USING ERRCODE = 'check_violation';
+        END IF;
     END IF;
     IF p ? 'account_code' AND (jsonb_typeof(p->'account_code') <> 'string' OR p->>'account_code' !~ '^[A-Za-z0-9_.-]{1,80}$') THEN
         RAISE EXCEPTION 'dial job: "account_code" must be 1 to 80 letters, digits, _ . -, got %', p->'account_code'

@@ -132,6 +132,26 @@ pub struct DialSection {
     /// After the OriginateResponse, how long to wait for the Hangup events that give the
     /// cause of a failed call (they may come before it or after, or never).
     pub settle_ms: u64,
+    /// Per outcome, whether and when to dial again.
+    pub retry: DialRetry,
+}
+
+/// `[dial.retry]`: per call outcome, how long to wait before dialling again, within the
+/// job's `max_attempts`; 0: that outcome ends the job. A payload's `retry` object
+/// overrides any of them.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DialRetry {
+    #[serde(default)]
+    pub busy_ms: u64,
+    #[serde(default)]
+    pub no_answer_ms: u64,
+    #[serde(default)]
+    pub congestion_ms: u64,
+    #[serde(default)]
+    pub rejected_ms: u64,
+    #[serde(default)]
+    pub failed_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

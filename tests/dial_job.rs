@@ -812,3 +812,71 @@ async fn a_call_answered_while_the_link_was_down_is_answered_on_reconnect(pool: 
     assert_eq!(c.disposition, "ANSWERED", "{c:?}");
     assert_eq!(result_of(&pool, id).await["ended_unobserved"], json!(false));
 }
+
+#[sqlx::test]
+async fn retries_by_outcome_dial_again_after_their_wait_and_keep_each_calls_cdr(pool: PgPool) {
+    let sim = sim(0.05, &[("100", "busy"), ("101", "answer_500")], |_| {}).await;
+    let mut settings = dial_settings(&sim);
+    settings.dial.retry.busy_ms = 60_000; // overridden by the payload below
+    let worker = start(&pool, settings);
+    let busy: i64 = sqlx::query_scalar(
+        "INSERT INTO dialout_queue (kind, payload, max_attempts) \
+         VALUES ('dial', '{\"number\": \"100\", \"retry\": {\"busy_ms\": 400}}', 3) RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("enqueue");
+    // No retry for busy on this one: it ends at once.
+    let once: i64 = sqlx::query_scalar(
+        "INSERT INTO dialout_queue (kind, payload, max_attempts) \
+         VALUES ('dial', '{\"number\": \"100\", \"retry\": {\"busy_ms\": 0}}', 3) RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("enqueue");
+    assert_eq!(ended(&pool, busy, WAIT).await, "finished_with_error");
+    assert_eq!(ended(&pool, once, WAIT).await, "finished_with_error");
+    worker.shutdown().await;
+    assert_eq!(
+        sim.originates(),
+        4,
+        "three calls for one job, one for the other"
+    );
+    sim.shutdown().await;
+    let rows: Vec<(i32, chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
+        "SELECT attempt, calldate, disposition FROM dialout_cdr WHERE job_id = $1 ORDER BY attempt",
+    )
+    .bind(busy)
+    .fetch_all(&pool)
+    .await
+    .expect("cdrs");
+    assert_eq!(
+        rows.iter().map(|r| (r.0, r.2.as_str())).collect::<Vec<_>>(),
+        [(1, "BUSY"), (2, "BUSY"), (3, "BUSY")]
+    );
+    for pair in rows.windows(2) {
+        let gap = pair[1].1 - pair[0].1;
+        assert!(gap >= chrono::Duration::milliseconds(400), "waited {gap}");
+    }
+    assert_eq!(cdrs(&pool, once).await.len(), 1);
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM dialout_queue WHERE id = $1")
+        .bind(busy)
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+    assert_eq!(attempts, 3);
+    let msg = insert_refused(
+        &pool,
+        "dial",
+        &json!({"number": "1", "retry": {"fax_ms": 1}}),
+    )
+    .await;
+    assert!(msg.contains("\"retry\""), "{msg}");
+    let msg = insert_refused(
+        &pool,
+        "dial",
+        &json!({"number": "1", "retry": {"busy_ms": -5}}),
+    )
+    .await;
+    assert!(msg.contains("\"retry\""), "{msg}");
+}

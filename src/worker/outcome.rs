@@ -24,6 +24,8 @@ pub struct Outcome {
     pub(crate) result: Option<Value>,
     pub(crate) error: Option<String>,
     pub(crate) retryable: bool,
+    /// With `retryable`: the wait the kind chose; `None`: the standard backoff.
+    pub(crate) retry_after: Option<std::time::Duration>,
     pub(crate) hook: Option<CompletionHook>,
 }
 
@@ -34,6 +36,7 @@ impl Outcome {
             result: None,
             error,
             retryable: false,
+            retry_after: None,
             hook: None,
         }
     }
@@ -78,6 +81,14 @@ impl Outcome {
     /// The error may heal: queue the job again with backoff while attempts remain.
     pub fn retryable(mut self) -> Self {
         self.retryable = true;
+        self
+    }
+
+    /// The error may heal, and the kind knows when to try again (a busy callee: in
+    /// ten minutes): queue the job again after `wait` while attempts remain.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retryable = true;
+        self.retry_after = Some(wait);
         self
     }
 

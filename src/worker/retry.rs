@@ -54,7 +54,7 @@ pub(super) fn completion(
                 return Some(Completion::Retry {
                     result: outcome.result.clone(),
                     error: error.map(|e| format!("attempt {attempt} of {max_attempts}: {e}")),
-                    after: None,
+                    after: outcome.retry_after,
                 });
             }
             let status = if outcome.kind == OutcomeKind::TimedOut {

@@ -33,6 +33,8 @@ struct Plan {
     accountcode: String,
     ring_timeout: Duration,
     max_call: Duration,
+    /// Per outcome, when to dial again: `[dial.retry]` under the payload's `retry`.
+    retry: crate::config::DialRetry,
 }
 
 fn plan(ctx: &JobContext, p: &DialPayload, d: &DialDefaults, uniqueid: String) -> Plan {
@@ -127,6 +129,7 @@ fn plan(ctx: &JobContext, p: &DialPayload, d: &DialDefaults, uniqueid: String) -
         accountcode: p.account_code.clone().unwrap_or_default(),
         ring_timeout,
         max_call: p.max_call.unwrap_or(d.max_call),
+        retry: p.retry.over(d.retry),
     }
 }
 
@@ -708,28 +711,45 @@ fn finish(
         } => Outcome::timed_out(format!("dial job: {why}")),
         End::Call {
             timed_out: None, ..
-        } => match disposition {
-            Disposition::Answered => Outcome::finished_empty(),
-            Disposition::NoAnswer if reason == Some(3) => Outcome::timed_out(format!(
-                "dial job: no answer within {} ms (Asterisk reason 3{})",
-                plan.ring_timeout.as_millis(),
-                cause_text()
-            )),
-            d => {
-                let what = match (d, cause) {
-                    (Disposition::Busy, _) => "busy",
-                    (Disposition::Congestion, _) => "congestion",
-                    (Disposition::NoAnswer, Some(21)) => "rejected",
-                    (Disposition::NoAnswer, _) => "not answered",
-                    _ => "the call failed (channel unavailable or unknown number)",
-                };
-                Outcome::failed(format!(
-                    "dial job: {what} (Asterisk reason {}{})",
-                    reason.map_or("none".to_owned(), |r| r.to_string()),
-                    cause_text()
-                ))
+        } => {
+            let retry = plan.retry;
+            let (outcome, wait_ms) = match disposition {
+                Disposition::Answered => (Outcome::finished_empty(), 0),
+                Disposition::NoAnswer if reason == Some(3) => (
+                    Outcome::timed_out(format!(
+                        "dial job: no answer within {} ms (Asterisk reason 3{})",
+                        plan.ring_timeout.as_millis(),
+                        cause_text()
+                    )),
+                    retry.no_answer_ms,
+                ),
+                d => {
+                    let (what, wait_ms) = match (d, cause) {
+                        (Disposition::Busy, _) => ("busy", retry.busy_ms),
+                        (Disposition::Congestion, _) => ("congestion", retry.congestion_ms),
+                        (Disposition::NoAnswer, Some(21)) => ("rejected", retry.rejected_ms),
+                        (Disposition::NoAnswer, _) => ("not answered", retry.no_answer_ms),
+                        _ => (
+                            "the call failed (channel unavailable or unknown number)",
+                            retry.failed_ms,
+                        ),
+                    };
+                    let outcome = Outcome::failed(format!(
+                        "dial job: {what} (Asterisk reason {}{})",
+                        reason.map_or("none".to_owned(), |r| r.to_string()),
+                        cause_text()
+                    ));
+                    (outcome, wait_ms)
+                }
+            };
+            // `[dial.retry]` / the payload's `retry`: dial again later, within
+            // max_attempts (the worker's retry policy counts them).
+            if wait_ms > 0 {
+                outcome.retry_after(Duration::from_millis(wait_ms))
+            } else {
+                outcome
             }
-        },
+        }
     };
     let records = earlier.into_iter().chain(std::iter::once(record)).collect();
     outcome

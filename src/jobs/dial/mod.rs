@@ -41,6 +41,8 @@ pub struct DialDefaults {
     pub ring_timeout: Duration,
     pub max_call: Duration,
     pub settle: Duration,
+    /// Per outcome, when to dial again (`[dial.retry]`).
+    pub retry: crate::config::DialRetry,
     /// How long an AMI action may take (the slack after a Hangup we sent).
     pub action_timeout: Duration,
 }
@@ -60,6 +62,7 @@ impl DialDefaults {
             ring_timeout: Duration::from_millis(d.ring_timeout_ms),
             max_call: Duration::from_millis(d.max_call_ms),
             settle: Duration::from_millis(d.settle_ms),
+            retry: d.retry,
             action_timeout: Duration::from_millis(s.ami.action_timeout_ms),
         }
     }

@@ -59,6 +59,42 @@ pub struct DialPayload {
     pub account_code: Option<String>,
     /// A recovery attempt that finds the earlier call gone dials again.
     pub redial_if_lost: bool,
+    /// Per outcome retry waits over `[dial.retry]`.
+    pub retry: RetryOverride,
+}
+
+/// A payload's `retry` object: any of `[dial.retry]`'s keys.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOverride {
+    pub busy_ms: Option<u64>,
+    pub no_answer_ms: Option<u64>,
+    pub congestion_ms: Option<u64>,
+    pub rejected_ms: Option<u64>,
+    pub failed_ms: Option<u64>,
+}
+
+impl RetryOverride {
+    /// `defaults` with this override's keys in place.
+    pub fn over(&self, d: crate::config::DialRetry) -> crate::config::DialRetry {
+        crate::config::DialRetry {
+            busy_ms: self.busy_ms.unwrap_or(d.busy_ms),
+            no_answer_ms: self.no_answer_ms.unwrap_or(d.no_answer_ms),
+            congestion_ms: self.congestion_ms.unwrap_or(d.congestion_ms),
+            rejected_ms: self.rejected_ms.unwrap_or(d.rejected_ms),
+            failed_ms: self.failed_ms.unwrap_or(d.failed_ms),
+        }
+    }
+
+    fn values(&self) -> [Option<u64>; 5] {
+        [
+            self.busy_ms,
+            self.no_answer_ms,
+            self.congestion_ms,
+            self.rejected_ms,
+            self.failed_ms,
+        ]
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,6 +114,8 @@ struct Raw {
     account_code: Option<String>,
     #[serde(default)]
     redial_if_lost: bool,
+    #[serde(default)]
+    retry: RetryOverride,
 }
 
 fn err(msg: impl Into<String>) -> DialPayloadError {
@@ -172,6 +210,15 @@ impl DialPayload {
         {
             return Err(err("\"priority\" must be an integer from 1 to 1000"));
         }
+        if raw
+            .retry
+            .values()
+            .iter()
+            .flatten()
+            .any(|&ms| ms > 86_400_000)
+        {
+            return Err(err("\"retry\" waits must be from 0 to 86400000 ms"));
+        }
         if let Some(a) = &raw.account_code
             && ((a.is_empty() || a.len() > 80)
                 || !all(a, |c| {
@@ -193,6 +240,7 @@ impl DialPayload {
             landing,
             account_code: raw.account_code,
             redial_if_lost: raw.redial_if_lost,
+            retry: raw.retry,
         })
     }
 }
