@@ -409,6 +409,14 @@ async fn status_of(pool: &PgPool, id: i64) -> String {
         .expect("row")
 }
 
+/// Waits until job `id`'s call is answered (status `established`).
+async fn answered(pool: &PgPool, id: i64) {
+    eventually(WAIT, "the call to be answered", || async {
+        (status_of(pool, id).await == "established").then_some(())
+    })
+    .await;
+}
+
 async fn cancel(pool: &PgPool, id: i64) {
     sqlx::query("UPDATE dialout_queue SET status = 'cancelled' WHERE id = $1")
         .bind(id)
@@ -474,10 +482,7 @@ async fn a_cancelled_queued_dial_never_rings(pool: PgPool) {
 async fn hand_back_mid_call(pool: &PgPool, sim: &PbxSim, payload: Value) -> i64 {
     let worker = start(pool, dial_settings(sim));
     let id = dial(pool, payload).await;
-    eventually(WAIT, "the call to be answered", || async {
-        (status_of(pool, id).await == "established").then_some(())
-    })
-    .await;
+    answered(pool, id).await;
     let summary = worker.shutdown().await;
     assert_eq!(summary.handed_back, 1);
     let (status, attempts, needs_recovery, tag): (String, i32, bool, Option<String>) =
@@ -578,10 +583,7 @@ async fn another_clients_look_alike_calls_are_ignored(pool: PgPool) {
     let sim = sim(1.0, &[("101", "answer_1500")], |_| {}).await;
     let worker = start(&pool, dial_settings(&sim));
     let id = dial(&pool, json!({"number": "101"})).await;
-    eventually(WAIT, "our call to be answered", || async {
-        (status_of(&pool, id).await == "established").then_some(())
-    })
-    .await;
+    answered(&pool, id).await;
     // Another AMI client places busy calls tagged like ours: same prefix, same job id.
     let other = dialout::ami::AmiClient::connect(support::ami::client_config(&sim))
         .await
@@ -619,10 +621,7 @@ async fn a_call_that_outlives_a_link_drop_is_followed_to_its_end(pool: PgPool) {
     let sim = sim(1.0, &[("101", "answer_2500")], |_| {}).await;
     let worker = start(&pool, dial_settings(&sim));
     let id = dial(&pool, json!({"number": "101"})).await;
-    eventually(WAIT, "the call to be answered", || async {
-        (status_of(&pool, id).await == "established").then_some(())
-    })
-    .await;
+    answered(&pool, id).await;
     sim.drop_connections();
     assert_eq!(ended(&pool, id, WAIT).await, "finished");
     worker.shutdown().await;
@@ -649,10 +648,7 @@ async fn a_call_that_ends_while_the_link_is_down_ends_on_reconnect_not_at_max_ca
     settings.ami.reconnect_max_ms = 3000;
     let worker = start(&pool, settings);
     let id = dial(&pool, json!({"number": "101"})).await;
-    eventually(WAIT, "the call to be answered", || async {
-        (status_of(&pool, id).await == "established").then_some(())
-    })
-    .await;
+    answered(&pool, id).await;
     sim.drop_connections();
     eventually(WAIT, "the call to end at the PBX", || async {
         (sim.live_calls() == 0).then_some(())
@@ -698,10 +694,7 @@ async fn a_worker_killed_mid_call_leaves_one_call_that_the_next_attempt_adopts(p
     .await
     .expect("enqueue");
     let mut victim = dial_worker_process(&url, &sim, "victim");
-    eventually(WAIT, "the call to be answered", || async {
-        (status_of(&pool, id).await == "established").then_some(())
-    })
-    .await;
+    answered(&pool, id).await;
     victim.signal("KILL");
     let _ = victim.child.wait();
     assert_eq!(sim.live_calls(), 1, "the call outlives its worker");

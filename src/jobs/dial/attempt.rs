@@ -168,10 +168,27 @@ enum End {
     Unobserved,
     /// A recovery attempt found the earlier call gone: it ended while no worker watched.
     Gone,
+}
+
+/// Why following a call stopped before it ended: no CDR yet, since the call goes on
+/// and whoever ends it writes it.
+enum Interrupted {
     /// The worker is stopping with the call up: back to the queue for recovery.
     HandBack,
     /// Another worker owns the job now: nothing to write.
     LeaseLost,
+}
+
+impl Interrupted {
+    fn outcome(self, plan: &Plan) -> Outcome {
+        match self {
+            Interrupted::HandBack => Outcome::hand_back_for_recovery(format!(
+                "the worker stopped while call {} was in progress",
+                plan.uniqueid
+            )),
+            Interrupted::LeaseLost => Outcome::stopped(),
+        }
+    }
 }
 
 pub(super) async fn run(
@@ -248,7 +265,10 @@ pub(super) async fn run(
         uncertain,
     )
     .await;
-    finish(ctx, &plan, &call, end, Utc::now(), earlier)
+    match end {
+        Ok(end) => finish(ctx, &plan, &call, end, Utc::now(), earlier),
+        Err(interrupted) => interrupted.outcome(&plan),
+    }
 }
 
 /// Writes the call's tag and start into the job's row, fenced by the lease.
@@ -398,7 +418,10 @@ async fn recover(
         None,
     )
     .await;
-    Recovery::Done(finish(ctx, &plan, &call, end, Utc::now(), None))
+    Recovery::Done(match end {
+        Ok(end) => finish(ctx, &plan, &call, end, Utc::now(), None),
+        Err(interrupted) => interrupted.outcome(&plan),
+    })
 }
 
 /// A call that ended unwatched: answered if its answer was recorded, else failed (its
@@ -423,13 +446,13 @@ async fn follow(
     mut phase: Phase,
     mut deadline: Instant,
     mut uncertain: Option<String>,
-) -> End {
+) -> Result<End, Interrupted> {
     let settle = d.settle;
     let mut stop_seen = false;
     // A Hangup we must send once the originated leg's channel name is known (a cancel
     // can come before its first event).
     let mut hangup_pending = false;
-    loop {
+    let end = loop {
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break End::Unknown("the call tracker stopped".into()) };
@@ -528,14 +551,13 @@ async fn follow(
                         // Else the ring deadline stands: the Hangup goes out as soon as
                         // the channel shows up.
                     }
-                    StopReason::Shutdown => {
-                        break End::HandBack;
-                    }
-                    StopReason::LeaseLost => break End::LeaseLost,
+                    StopReason::Shutdown => return Err(Interrupted::HandBack),
+                    StopReason::LeaseLost => return Err(Interrupted::LeaseLost),
                 }
             }
         }
-    }
+    };
+    Ok(end)
 }
 
 /// The call's originated channel as Asterisk lists it (`CoreShowChannels`): its name
@@ -633,17 +655,6 @@ fn finish(
     now: DateTime<Utc>,
     earlier: Option<CdrRecord>,
 ) -> Outcome {
-    match end {
-        // No CDR yet: the call goes on, and whoever ends it writes it.
-        End::HandBack => {
-            return Outcome::hand_back_for_recovery(format!(
-                "the worker stopped while call {} was in progress",
-                plan.uniqueid
-            ));
-        }
-        End::LeaseLost => return Outcome::stopped(),
-        _ => {}
-    }
     let (cause, cause_txt) = call.cause();
     let disposition = match &end {
         End::Refused(_) | End::Unknown(_) => Disposition::Failed,
@@ -654,7 +665,7 @@ fn finish(
         End::Call {
             cancelled: true, ..
         } if call.answered.is_none() => Disposition::NoAnswer,
-        End::Call { .. } | End::Unobserved | End::HandBack | End::LeaseLost => call.disposition(),
+        End::Call { .. } | End::Unobserved => call.disposition(),
     };
     let reason = call.response.and_then(|r| r.1);
     let record = cdr_record(ctx, plan, call, disposition, now);
@@ -694,7 +705,6 @@ fn finish(
                 ""
             }
         )),
-        End::HandBack | End::LeaseLost => Outcome::stopped(),
         End::Unobserved if call.answered.is_some() => Outcome::finished_empty(),
         End::Unobserved => Outcome::failed(format!(
             "dial job: the call ended while the AMI link was down or events were lost; \

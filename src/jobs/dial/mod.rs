@@ -119,11 +119,6 @@ impl Dial {
     fn link(&self) -> Option<Link> {
         self.link.lock().ok().and_then(|g| g.clone())
     }
-
-    /// Calls this replica follows right now.
-    pub fn live_calls(&self) -> usize {
-        self.link().map_or(0, |l| l.tracker.live())
-    }
 }
 
 /// Connects (retrying with backoff until `stop`), then routes events and reports the

@@ -128,11 +128,6 @@ impl Tracker {
         )
     }
 
-    /// Calls registered now.
-    pub fn live(&self) -> usize {
-        self.calls().senders.len()
-    }
-
     fn route(&self, m: Arc<Message>) {
         let calls = self.calls();
         let target = [
