@@ -132,6 +132,10 @@ pub struct DialSection {
     /// After the OriginateResponse, how long to wait for the Hangup events that give the
     /// cause of a failed call (they may come before it or after, or never).
     pub settle_ms: u64,
+    /// Calls up at once across every replica (0: no limit), kept in PostgreSQL.
+    pub max_live_calls: u32,
+    /// Originates per second across every replica (0: no limit), kept in PostgreSQL.
+    pub calls_per_second: f64,
     /// Per outcome, whether and when to dial again.
     pub retry: DialRetry,
 }
@@ -228,6 +232,12 @@ impl Settings {
         if w.poll_interval_ms == 0 || w.rescue_interval_ms == 0 {
             return Err(ConfigError::Rule(
                 "worker.poll_interval_ms and worker.rescue_interval_ms must be above 0".into(),
+            ));
+        }
+        let cps = self.dial.calls_per_second;
+        if !cps.is_finite() || !(0.0..=10_000.0).contains(&cps) {
+            return Err(ConfigError::Rule(
+                "dial.calls_per_second must be from 0 (no limit) to 10000".into(),
             ));
         }
         for kind in &w.kinds {

@@ -873,3 +873,91 @@ async fn retries_by_outcome_dial_again_after_their_wait_and_keep_each_calls_cdr(
     .await;
     assert!(msg.contains("\"retry\""), "{msg}");
 }
+
+#[sqlx::test]
+async fn two_replicas_never_have_more_calls_up_than_max_live_calls(pool: PgPool) {
+    // Each answered call lasts 1.5 s.
+    let numbers: Vec<(String, &str)> = (0..10).map(|n| (format!("70{n}"), "answer_1500")).collect();
+    let plan: Vec<(&str, &str)> = numbers.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    let sim = sim(1.0, &plan, |_| {}).await;
+    let mut settings = dial_settings(&sim);
+    settings.dial.max_live_calls = 3;
+    settings.kinds.get_mut("dial").expect("dial").concurrency = 10;
+    let first = start(&pool, settings.clone());
+    let second = start(&pool, settings);
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(dial(&pool, json!({"number": format!("70{n}")})).await);
+    }
+    // While three are up the rest wait queued, their attempts not counted.
+    let waiting: (i64, i64) = eventually(WAIT, "three calls up", || async {
+        let (up, queued, spent): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'established'), \
+                    count(*) FILTER (WHERE status = 'queued'), \
+                    count(*) FILTER (WHERE status = 'queued' AND attempts > 0) \
+             FROM dialout_queue",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (up == 3).then_some((queued, spent))
+    })
+    .await;
+    assert_eq!(waiting, (7, 0), "seven wait queued with no attempt spent");
+    for id in &ids {
+        assert_eq!(ended(&pool, *id, WAIT).await, "finished");
+    }
+    first.shutdown().await;
+    second.shutdown().await;
+    assert_eq!(
+        sim.peak_live_calls(),
+        3,
+        "the simulator never saw a 4th call"
+    );
+    assert_eq!(sim.originates(), 10);
+    sim.shutdown().await;
+    let spread: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT worker_id, count(*) FROM dialout_cdr GROUP BY worker_id ORDER BY worker_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("cdrs");
+    assert_eq!(spread.iter().map(|r| r.1).sum::<i64>(), 10, "{spread:?}");
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT sum(attempts)::bigint FROM dialout_queue WHERE kind = 'dial'")
+            .fetch_one(&pool)
+            .await
+            .expect("sum");
+    assert_eq!(attempts, 10, "no attempt burned waiting for room");
+}
+
+#[sqlx::test]
+async fn calls_per_second_holds_across_replicas(pool: PgPool) {
+    let sim = sim(0.1, &[], |_| {}).await;
+    let mut settings = dial_settings(&sim);
+    settings.dial.calls_per_second = 5.0;
+    let first = start(&pool, settings.clone());
+    let second = start(&pool, settings);
+    let mut ids = Vec::new();
+    for n in 0..16 {
+        // Numbers ending in 5 are busy: each call ends at once.
+        ids.push(dial(&pool, json!({"number": format!("10{n}5")})).await);
+    }
+    for id in &ids {
+        assert_eq!(ended(&pool, *id, WAIT).await, "finished_with_error");
+    }
+    first.shutdown().await;
+    second.shutdown().await;
+    let times = sim.originate_times();
+    sim.shutdown().await;
+    assert_eq!(times.len(), 16);
+    // Five a second: any six consecutive Originates span a second or more. Starts are
+    // spaced by the database clock; 100 ms allows for each start's own scheduling.
+    for w in times.windows(6) {
+        let span = w[5] - w[0];
+        assert!(
+            span >= Duration::from_millis(900),
+            "six Originates within {span:?}: {times:?}"
+        );
+    }
+}

@@ -445,6 +445,7 @@ fn register(state: &SimState, p: &mut Plan) -> Option<Arc<CallHandle>> {
     // Both channel names point at the call; only the `;1` entry counts it.
     g.insert(h.chan1.clone(), h.clone());
     g.insert(h.chan2.clone(), h.clone());
+    state.peak_live.fetch_max(g.len() / 2, Ordering::Relaxed);
     Some(h)
 }
 

@@ -205,6 +205,11 @@ pub(crate) struct SimState {
     noise_seq: AtomicU64,
     /// Originate actions received, whatever became of them.
     originates: AtomicU64,
+    /// When the latest Originates arrived (at most [`ORIGINATE_TIMES_KEPT`]), since
+    /// `started`: tests check calls per second.
+    originate_times: Mutex<std::collections::VecDeque<Duration>>,
+    /// The most calls that were up at once.
+    peak_live: std::sync::atomic::AtomicUsize,
     /// Calls with channels that have ended (`CoreProcessedCalls`).
     processed: AtomicU64,
     /// Woken whenever a call ends (the graceful stop waits for the last one).
@@ -252,6 +257,9 @@ impl SimState {
     }
 }
 
+/// How many Originate arrival times the simulator keeps.
+const ORIGINATE_TIMES_KEPT: usize = 65_536;
+
 /// A running simulator. Dropping it does not stop it; call [`PbxSim::shutdown`].
 pub struct PbxSim {
     addr: SocketAddr,
@@ -280,6 +288,8 @@ impl PbxSim {
             uid_seq: AtomicU64::new(0),
             noise_seq: AtomicU64::new(0),
             originates: AtomicU64::new(0),
+            originate_times: Mutex::new(std::collections::VecDeque::new()),
+            peak_live: std::sync::atomic::AtomicUsize::new(0),
             processed: AtomicU64::new(0),
             call_ended: tokio::sync::Notify::new(),
             vary_seq: AtomicU64::new(0),
@@ -334,6 +344,21 @@ impl PbxSim {
     /// included: lets a test check that a client sent exactly one.
     pub fn originates(&self) -> u64 {
         self.state.originates.load(Ordering::Relaxed)
+    }
+
+    /// The most calls up at once since the start.
+    pub fn peak_live_calls(&self) -> usize {
+        self.state.peak_live.load(Ordering::Relaxed)
+    }
+
+    /// When the latest Originates (up to 65,536) arrived, as time since the simulator
+    /// started, in order.
+    pub fn originate_times(&self) -> Vec<Duration> {
+        self.state
+            .originate_times
+            .lock()
+            .map(|g| g.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Connected sessions.

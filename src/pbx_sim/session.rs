@@ -324,6 +324,12 @@ impl Session {
         let action = action.to_ascii_lowercase();
         if action == "originate" {
             self.state.originates.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut g) = self.state.originate_times.lock() {
+                if g.len() == super::ORIGINATE_TIMES_KEPT {
+                    g.pop_front();
+                }
+                g.push_back(self.state.started.elapsed());
+            }
         }
         let authed = self.user.is_some();
         if !authed && !matches!(action.as_str(), "login" | "challenge" | "logoff") {

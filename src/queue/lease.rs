@@ -21,8 +21,8 @@ use super::{JobStatus, Lease, LeasedJob, QueueError};
 /// locked row cannot move), and no join, which lets the planner hash the whole table.
 /// A row another leaser updated meanwhile is locked in its new version, which the
 /// UPDATE's snapshot does not see: it is left alone, for the next call.
-pub async fn lease_jobs(
-    pool: &PgPool,
+pub async fn lease_jobs<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     kind: &str,
     limit: u32,
     worker_id: &str,
@@ -64,7 +64,7 @@ pub async fn lease_jobs(
     .bind(worker_id)
     .bind(lease.as_millis() as f64)
     .bind(batch)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     let jobs = ids
         .into_iter()
@@ -80,6 +80,7 @@ pub async fn lease_jobs(
                 max_attempts,
                 lease_token: batch,
                 needs_recovery,
+                start_delay: Duration::ZERO,
             },
         )
         .collect();

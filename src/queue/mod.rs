@@ -6,6 +6,7 @@
 mod complete;
 mod enqueue;
 mod lease;
+mod limits;
 mod maintenance;
 mod notify;
 pub mod status;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 pub use complete::{Completer, CompleterSettings, Completion, CompletionHook, WriteResult};
 pub use enqueue::{NewJob, enqueue, enqueue_many};
 pub use lease::{Heartbeat, lease_jobs, release_batch};
+pub use limits::{KindLimits, LimitedLease, PACING_HORIZON, lease_limited_jobs};
 pub use maintenance::{
     RescueCounts, RescueSettings, Rescuer, Retention, RetentionSettings, prune_finished,
     prune_finished_in_chunks,
@@ -54,6 +56,9 @@ pub struct LeasedJob {
     pub lease_token: Uuid,
     /// The previous attempt's worker vanished: find out what it did before acting.
     pub needs_recovery: bool,
+    /// How long to wait before starting it: its turn under `starts_per_second`
+    /// ([`KindLimits`]); zero for kinds without pacing.
+    pub start_delay: std::time::Duration,
 }
 
 impl LeasedJob {

@@ -68,8 +68,10 @@ async fn execute(
         if shared.draining.load(Ordering::SeqCst) {
             stop.stop(StopReason::Shutdown);
         }
-        // Stopped while it waited (shutdown, cancelled, lease lost): never start it.
-        let outcome = if stop.reason().is_some() {
+        // Stopped while it waited (shutdown, cancelled, lease lost), before or during
+        // its turn under the kind's pacing: never start it.
+        let start_delay = job.start_delay;
+        let outcome = if stop.reason().is_some() || !wait_for_turn(start_delay, &stop).await {
             Outcome::stopped()
         } else {
             let ctx = JobContext {
@@ -110,6 +112,17 @@ async fn execute(
     }
     .instrument(span)
     .await
+}
+
+/// Waits out a paced job's start delay; `false` if it was stopped meanwhile.
+async fn wait_for_turn(delay: Duration, stop: &StopSignal) -> bool {
+    if delay.is_zero() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stop.stopped() => false,
+    }
 }
 
 /// Runs the handler, catching panics and enforcing the stop grace.

@@ -7,6 +7,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::{JobContext, Outcome};
+use crate::queue::KindLimits;
 
 /// A job kind's code and the resources it owns (a dial's AMI connection).
 ///
@@ -44,6 +45,12 @@ pub trait JobHandler: Send + Sync + 'static {
     /// be found (a dial's call: hang it up or follow it).
     fn recovers_lost_attempts(&self) -> bool {
         false
+    }
+
+    /// Limits on the kind across every replica (a trunk's live calls and calls per
+    /// second), kept in PostgreSQL at lease time: a job without room stays queued.
+    fn limits(&self) -> KindLimits {
+        KindLimits::default()
     }
 }
 

@@ -213,6 +213,7 @@ impl Worker {
                     kind: kind.clone(),
                     slot: slot.clone(),
                     readiness: handler.readiness(),
+                    limits: handler.limits(),
                     tx: tx.clone(),
                     wake: signal.clone(),
                 };

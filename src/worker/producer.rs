@@ -13,7 +13,7 @@ use super::kind::Readiness;
 use super::leases::KindSlot;
 use crate::backoff::Backoff;
 use crate::config::WorkerSection;
-use crate::queue::{self, LeasedJob};
+use crate::queue::{self, KindLimits, LeasedJob, LimitedLease};
 
 /// How a producer leases.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub(super) struct Producer {
     pub(super) kind: String,
     pub(super) slot: Arc<KindSlot>,
     pub(super) readiness: Readiness,
+    /// The kind's limits across replicas ([`queue::lease_limited_jobs`]).
+    pub(super) limits: KindLimits,
     pub(super) tx: mpsc::Sender<LeasedJob>,
     pub(super) wake: Arc<Notify>,
 }
@@ -71,12 +73,15 @@ impl Producer {
                 }
             }
             let leased = self.lease(want as u32, &mut unreceived).await;
-            let got = leased.as_ref().map_or(0, Vec::len);
+            let got = leased.as_ref().map_or(0, |l| l.jobs.len());
             if got < want {
                 self.slot.release(want - got);
             }
             match leased {
-                Ok(jobs) => {
+                Ok(LimitedLease {
+                    jobs,
+                    next_start_in,
+                }) => {
                     if pacer.failures() > 0 {
                         tracing::info!(
                             kind = self.kind,
@@ -100,10 +105,14 @@ impl Producer {
                         }
                         continue;
                     }
+                    // Paced: ask again when the next start time comes within reach.
+                    let idle = next_start_in.map_or(self.settings.poll_interval, |t| {
+                        t.min(self.settings.poll_interval)
+                    });
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                        _ = tokio::time::sleep(idle) => {}
                     }
                 }
                 Err(e) => {
@@ -143,7 +152,7 @@ impl Producer {
         &self,
         want: u32,
         unreceived: &mut Vec<Uuid>,
-    ) -> Result<Vec<LeasedJob>, sqlx::Error> {
+    ) -> Result<LimitedLease, sqlx::Error> {
         let pool = &self.shared.queue_pool;
         while let Some(&batch) = unreceived.last() {
             let released = queue::release_batch(pool, batch).await?;
@@ -157,15 +166,17 @@ impl Producer {
             unreceived.pop();
         }
         let batch = Uuid::new_v4();
-        let leased = queue::lease_jobs(
-            pool,
-            &self.kind,
-            want,
-            &self.shared.id,
-            self.settings.lease,
-            batch,
-        )
-        .await;
+        let (kind, worker, lease) = (&self.kind, &self.shared.id, self.settings.lease);
+        let leased = if self.limits.is_none() {
+            queue::lease_jobs(pool, kind, want, worker, lease, batch)
+                .await
+                .map(|jobs| LimitedLease {
+                    jobs,
+                    next_start_in: None,
+                })
+        } else {
+            queue::lease_limited_jobs(pool, kind, want, worker, lease, batch, self.limits).await
+        };
         if leased.is_err() {
             unreceived.push(batch);
         }

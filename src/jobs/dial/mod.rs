@@ -24,6 +24,7 @@ pub use payload::{DialPayload, DialPayloadError, PhoneNumber};
 use crate::ami::{AmiClient, AmiConfig};
 use crate::backoff::Backoff;
 use crate::config::{Settings, TagIn};
+use crate::queue::KindLimits;
 use crate::worker::{JobContext, JobHandler, KindError, Outcome, Readiness, ReadinessSender};
 use tracker::Tracker;
 
@@ -45,6 +46,8 @@ pub struct DialDefaults {
     pub retry: crate::config::DialRetry,
     /// How long an AMI action may take (the slack after a Hangup we sent).
     pub action_timeout: Duration,
+    /// `dial.max_live_calls` and `dial.calls_per_second`, across replicas.
+    pub limits: KindLimits,
 }
 
 impl DialDefaults {
@@ -64,6 +67,10 @@ impl DialDefaults {
             settle: Duration::from_millis(d.settle_ms),
             retry: d.retry,
             action_timeout: Duration::from_millis(s.ami.action_timeout_ms),
+            limits: KindLimits {
+                max_running: d.max_live_calls,
+                starts_per_second: d.calls_per_second,
+            },
         }
     }
 }
@@ -216,5 +223,9 @@ impl JobHandler for Dial {
 
     fn recovers_lost_attempts(&self) -> bool {
         true
+    }
+
+    fn limits(&self) -> KindLimits {
+        self.defaults.limits
     }
 }
