@@ -961,3 +961,27 @@ async fn calls_per_second_holds_across_replicas(pool: PgPool) {
         );
     }
 }
+
+#[sqlx::test]
+async fn an_originate_whose_reply_never_came_is_followed_not_sent_again(pool: PgPool) {
+    let sim = sim(1.0, &[("701", "answer_1500"), ("705", "busy")], |c| {
+        c.faults.lose_originate_reply = true;
+    })
+    .await;
+    let mut settings = dial_settings(&sim);
+    settings.ami.action_timeout_ms = 500;
+    let worker = start(&pool, settings);
+    let answered_id = dial(&pool, json!({"number": "701"})).await;
+    let busy_id = dial(&pool, json!({"number": "705"})).await;
+    assert_eq!(ended(&pool, answered_id, WAIT).await, "finished");
+    assert_eq!(ended(&pool, busy_id, WAIT).await, "finished_with_error");
+    worker.shutdown().await;
+    assert_eq!(sim.originates(), 2, "one Originate per job, none re-sent");
+    sim.shutdown().await;
+    let answered = cdrs(&pool, answered_id).await;
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].disposition, "ANSWERED");
+    let busy = cdrs(&pool, busy_id).await;
+    assert_eq!(busy.len(), 1);
+    assert_eq!(busy[0].disposition, "BUSY");
+}

@@ -365,7 +365,9 @@ pub(super) async fn originate(
             aid,
             &[("Message", "Originate successfully queued")],
         );
-        if state.cfg.faults.response_after_events {
+        if state.cfg.faults.lose_originate_reply {
+            tokio::spawn(run(state.clone(), p, h, origin, None, None));
+        } else if state.cfg.faults.response_after_events {
             // The call's task queues the reply after its first phase (fact 16).
             tokio::spawn(run(
                 state.clone(),

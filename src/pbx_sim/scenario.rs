@@ -104,11 +104,14 @@ pub struct Faults {
     /// seed, each call's phase may swap its two legs' Hangups and may move its failed
     /// OriginateResponse after the Hangups (or before them).
     pub vary_order: Option<u64>,
+    /// Never send an async Originate's `Response` (a reply lost or later than any
+    /// timeout); the call itself goes on.
+    pub lose_originate_reply: bool,
 }
 
 /// Reads a scenario file: `key = value` lines, `#` comments. Keys: `time_scale`,
 /// `noise_calls`, `hangup_before_originate_response`, `duplicate_events`, `reorder_events`,
-/// `slow_stream_ms`, `auth_failure_delay_ms`, `response_after_events`, `vary_order_seed`,
+/// `slow_stream_ms`, `auth_failure_delay_ms`, `response_after_events`, `vary_order_seed`, `lose_originate_reply`,
 /// `cdr_unanswered`.
 ///
 /// # Errors
@@ -134,6 +137,9 @@ pub fn apply_scenario(text: &str, cfg: &mut super::SimConfig) -> Result<(), Stri
             "reorder_events" => cfg.faults.reorder_events = v.parse().map_err(|_| bad())?,
             "slow_stream_ms" => {
                 cfg.faults.slow_stream = Some(Duration::from_millis(v.parse().map_err(|_| bad())?))
+            }
+            "lose_originate_reply" => {
+                cfg.faults.lose_originate_reply = v.parse().map_err(|_| bad())?
             }
             "response_after_events" => {
                 cfg.faults.response_after_events = v.parse().map_err(|_| bad())?

@@ -517,7 +517,28 @@ async fn follow(
             _ = tokio::time::sleep_until(deadline) => match phase {
                 Phase::Ringing => {
                     break match uncertain.take() {
-                        Some(e) if call.response.is_none() && !call.any_hangup() => End::Unknown(e),
+                        Some(e) if call.response.is_none() && !call.any_hangup() => {
+                            // Neither a reply nor an event: ask Asterisk before deciding
+                            // the Originate never went out.
+                            match channel_of(link, &plan.uniqueid).await {
+                                Some(Some((channel, up))) => {
+                                    tracing::info!(uniqueid = plan.uniqueid, channel, "the unanswered originate placed its call after all; following it");
+                                    call.leg1.channel = Some(channel);
+                                    if up {
+                                        call.response = Some((true, Some(4)));
+                                        call.answered = Some(Utc::now());
+                                        record_answer(ctx, call).await;
+                                        phase = Phase::Up;
+                                        deadline = Instant::now() + plan.max_call;
+                                    } else {
+                                        deadline = Instant::now() + plan.ring_timeout + d.action_timeout + settle;
+                                    }
+                                    continue;
+                                }
+                                Some(None) => End::Unknown(format!("{e}; Asterisk lists no such call")),
+                                None => End::Unknown(format!("{e}; Asterisk could not be asked")),
+                            }
+                        }
                         _ => End::Call {
                             timed_out: Some(format!(
                                 "no OriginateResponse within the ring time ({} ms) and its slack",
