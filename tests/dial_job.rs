@@ -985,3 +985,65 @@ async fn an_originate_whose_reply_never_came_is_followed_not_sent_again(pool: Pg
     assert_eq!(busy.len(), 1);
     assert_eq!(busy[0].disposition, "BUSY");
 }
+
+/// Restarts the simulator on the same port while a call is up, killed (`graceful`
+/// false: a bare close, the call vanishes without events) or stopped cleanly (its
+/// Hangup and Cdr first). Returns the job's status and the Originates each simulator saw.
+async fn restart_mid_call(pool: &PgPool, graceful: bool) -> (i64, String, u64, u64) {
+    let numbers = [("700", "long-answer_60000")];
+    let old = sim(1.0, &numbers, |_| {}).await;
+    let addr = old.local_addr();
+    let mut settings = dial_settings(&old);
+    settings.ami.reconnect_min_ms = 20;
+    settings.ami.reconnect_max_ms = 200;
+    let worker = start(pool, settings);
+    let id = dial(pool, json!({"number": "700"})).await;
+    answered(pool, id).await;
+    let before = old.originates();
+    if graceful {
+        old.shutdown_gracefully().await;
+    } else {
+        old.shutdown().await;
+    }
+    let mut cfg = SimConfig {
+        numbers: numbers
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect(),
+        ..SimConfig::default()
+    };
+    cfg.auth_failure_delay = Duration::from_millis(20);
+    let new = PbxSim::start(addr, cfg)
+        .await
+        .expect("restart on the same port");
+    let status = ended(pool, id, WAIT).await;
+    worker.shutdown().await;
+    let after = new.originates();
+    new.shutdown().await;
+    (id, status, before, after)
+}
+
+#[sqlx::test]
+async fn a_pbx_killed_and_restarted_mid_call_ends_the_job_once_without_dialling_again(
+    pool: PgPool,
+) {
+    let (id, status, before, after) = restart_mid_call(&pool, false).await;
+    assert_eq!((before, after), (1, 0), "never dialled again");
+    assert_eq!(status, "finished", "{}", last_error(&pool, id).await);
+    assert_eq!(result_of(&pool, id).await["ended_unobserved"], json!(true));
+    let rows = cdrs(&pool, id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].disposition, "ANSWERED");
+}
+
+#[sqlx::test]
+async fn a_pbx_stopped_cleanly_mid_call_ends_the_job_with_the_calls_own_end(pool: PgPool) {
+    let (id, status, before, after) = restart_mid_call(&pool, true).await;
+    assert_eq!((before, after), (1, 0), "never dialled again");
+    assert_eq!(status, "finished", "{}", last_error(&pool, id).await);
+    let result = result_of(&pool, id).await;
+    assert_eq!(result["hangup_cause"], json!(0), "{result}");
+    let rows = cdrs(&pool, id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].disposition, "ANSWERED");
+}
