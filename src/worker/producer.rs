@@ -13,6 +13,7 @@ use super::kind::Readiness;
 use super::leases::KindSlot;
 use crate::backoff::Backoff;
 use crate::config::WorkerSection;
+use crate::metrics::KindMetrics;
 use crate::queue::{self, LeasedJob};
 
 /// How a producer leases.
@@ -50,6 +51,7 @@ pub(super) struct Producer {
     pub(super) readiness: Readiness,
     pub(super) tx: mpsc::Sender<LeasedJob>,
     pub(super) wake: Arc<Notify>,
+    pub(super) metrics: KindMetrics,
 }
 
 impl Producer {
@@ -77,6 +79,7 @@ impl Producer {
             }
             match leased {
                 Ok(jobs) => {
+                    self.metrics.leased(got as u64);
                     if pacer.failures() > 0 {
                         tracing::info!(
                             kind = self.kind,
