@@ -66,7 +66,7 @@ impl Probe {
         match tokio::time::timeout(CHECK_TIMEOUT, queue::migrations_applied(&self.pool)).await {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => failed.push(
-                "migrations: this build's latest migration is not applied (run `dialout migrate`)"
+                "migrations: this build's latest migration is not applied (run dialout migrate)"
                     .to_owned(),
             ),
             Ok(Err(e)) => failed.push(format!("database: {e}")),
