@@ -33,7 +33,6 @@ pub use outcome::Outcome;
 use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::http;
-use crate::metrics::Metrics;
 use crate::queue::{
     self, Completer, CompleterSettings, Completion, Listener, RescueSettings, Rescuer, Retention,
     RetentionSettings, Wake,
@@ -107,11 +106,6 @@ impl Worker {
 
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// What this worker counts (`/metrics`).
-    pub fn metrics(&self) -> &Metrics {
-        self.registry.metrics()
     }
 
     /// Binds `http.listen`, if set, and returns the address bound (port 0 picks a free
@@ -334,9 +328,7 @@ impl Worker {
             handed_back: handed_back + leftover.len(),
         })
     }
-}
 
-impl Worker {
     /// Starts the health and metrics listener if `http.listen` is set; `None` if not.
     fn serve_http(
         &mut self,

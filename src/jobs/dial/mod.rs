@@ -170,13 +170,13 @@ async fn keep_linked(
             metrics: metrics.clone(),
         });
     }
-    ready.set(true);
     metrics.link_up(true);
+    ready.set(true);
     let reporter = ready.clone();
     tracker
         .run(events, lister, move |up| {
-            reporter.set(up);
             metrics.link_up(up);
+            reporter.set(up);
         })
         .await;
 }

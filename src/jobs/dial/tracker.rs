@@ -104,7 +104,7 @@ pub fn is_ours(m: &Message) -> bool {
 }
 
 impl Tracker {
-    /// A tracker that counts the calls it follows and the link's ups and downs into
+    /// A tracker that counts the calls it follows and the link's reconnects into
     /// `metrics`.
     pub fn new(metrics: DialMetrics) -> Self {
         Self {
