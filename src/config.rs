@@ -2,6 +2,7 @@
 //! `DIALOUT__SECTION__KEY` environment variables, then `DATABASE_URL`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub struct Settings {
     pub roster: RosterSection,
     pub ami: AmiSection,
     pub dial: DialSection,
+    pub http: HttpSection,
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSection>,
 }
@@ -156,6 +158,31 @@ pub struct DialRetry {
     pub rejected_ms: u64,
     #[serde(default)]
     pub failed_ms: u64,
+}
+
+/// `[http]`: the health and metrics listener of `dialout worker`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSection {
+    /// `None` (an empty string): no listener.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// An empty string as `None`, anything else as an IP address and port.
+fn optional_socket_addr<'de, D>(de: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(de)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an IP address and port (like 127.0.0.1:9090 or [::1]:9090)"
+        ))
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -382,5 +409,20 @@ mod tests {
         assert_eq!(s.ami.secret.expose_secret(), "s3cret-ami");
         // The whole settings, as a log line would print them, never show the secret.
         assert!(!format!("{s:?}").contains("s3cret-ami"));
+    }
+
+    #[test]
+    fn the_http_listener_is_off_unless_an_address_is_given() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.http.listen, None);
+        let s = Settings::load_with_env(None, env(&[("DIALOUT__HTTP__LISTEN", "127.0.0.1:9090")]))
+            .unwrap();
+        assert_eq!(s.http.listen, Some("127.0.0.1:9090".parse().unwrap()));
+        let err = Settings::load_with_env(None, env(&[("DIALOUT__HTTP__LISTEN", "localhost")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not an IP address and port"),
+            "{err}"
+        );
     }
 }

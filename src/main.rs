@@ -31,6 +31,16 @@ enum Command {
     Migrate,
     /// Run a worker until SIGTERM/SIGINT.
     Worker,
+    /// Exit 0 if a worker's health endpoint answers HTTP 200, else 1 (for Docker's
+    /// HEALTHCHECK: the runtime image has no curl).
+    Healthcheck {
+        /// Default: http://<http.listen>/healthz (a wildcard address as loopback).
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this long.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
     /// Enqueue one job (the same as an INSERT into dialout_queue).
     Enqueue {
         kind: String,
@@ -179,6 +189,9 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
     match command {
         Command::Migrate => cli::migrate(settings).await,
         Command::Worker => cli::worker(settings).await,
+        Command::Healthcheck { url, timeout_ms } => {
+            cli::healthcheck(settings, url, Duration::from_millis(timeout_ms)).await
+        }
         Command::Enqueue {
             kind,
             payload,

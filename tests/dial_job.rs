@@ -10,7 +10,7 @@ use dialout::config::Settings;
 use dialout::pbx_sim::{PbxSim, SimConfig};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::ami::start_sim;
+use support::ami::{dial_settings, start_sim};
 use support::{RunningWorker, ended, enqueue, eventually, insert_refused};
 
 /// A simulator whose numbers play the named scenarios, `scale` times the captures' timing.
@@ -26,21 +26,6 @@ async fn sim(scale: f64, numbers: &[(&str, &str)], tweak: impl FnOnce(&mut SimCo
     };
     tweak(&mut cfg);
     start_sim(cfg).await
-}
-
-fn dial_settings(sim: &PbxSim) -> Settings {
-    let mut s = support::settings();
-    s.worker.kinds = vec!["dial".into()];
-    s.ami.host = "127.0.0.1".into();
-    s.ami.port = sim.local_addr().port();
-    s.ami.username = "dialer".into();
-    s.ami.secret = dialout::config::SecretString::from("dialer-secret");
-    s.ami.action_timeout_ms = 2000;
-    s.ami.ping_interval_ms = 0;
-    s.dial.channel = "Local/{number}@callee".into();
-    s.dial.settle_ms = 300;
-    s.dial.ring_timeout_ms = 4000;
-    s
 }
 
 fn start(pool: &PgPool, settings: Settings) -> RunningWorker {
@@ -375,14 +360,8 @@ async fn hostile_numbers_and_fields_are_refused_at_insert(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_dial_replica_without_its_pbx_leases_no_dial_jobs(pool: PgPool) {
-    // Nothing listens on this port: the link never comes up, the kind is never ready.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    let mut settings = support::settings();
-    settings.worker.kinds = vec!["dial".into(), "noop".into()];
-    settings.ami.port = port;
-    settings.ami.connect_timeout_ms = 200;
+    // Nothing listens on its AMI port: the link never comes up, the kind is never ready.
+    let settings = support::ami::settings_without_pbx();
     let poll = settings.worker.poll_interval();
     let worker = start(&pool, settings);
     let id = dial(&pool, json!({"number": "100"})).await;

@@ -39,6 +39,19 @@ impl JobHandler for WithSql {
     }
 }
 
+/// A completer with short retry waits.
+fn test_completer(pool: &PgPool) -> (queue::Completer, tokio::task::JoinHandle<()>) {
+    queue::Completer::spawn(
+        pool.clone(),
+        CompleterSettings {
+            reconnect: Backoff::from_millis(10, 100),
+            drain_deadline: Duration::from_secs(1),
+            retry_base: Duration::from_millis(10),
+            retry_max: Duration::from_millis(100),
+        },
+    )
+}
+
 async fn side_table(pool: &PgPool) {
     sqlx::query("CREATE TABLE side_effect (job_id bigint NOT NULL, note text NOT NULL)")
         .execute(pool)
@@ -142,15 +155,7 @@ async fn a_stale_lease_commits_neither_status_nor_sql(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    let (completer, task) = queue::Completer::spawn(
-        pool.clone(),
-        CompleterSettings {
-            reconnect: Backoff::from_millis(10, 100),
-            drain_deadline: Duration::from_secs(1),
-            retry_base: Duration::from_millis(10),
-            retry_max: Duration::from_millis(100),
-        },
-    );
+    let (completer, task) = test_completer(&pool);
     let hook: CompletionHook = Arc::new(move |conn| {
         Box::pin(async move {
             sqlx::query("INSERT INTO side_effect VALUES ($1, 'stale')")
@@ -319,15 +324,7 @@ async fn outcomes_with_sql_written_together_keep_each_job_whole(pool: PgPool) {
     .unwrap();
     assert_eq!(leased.len(), 40);
     let bad_id = leased[17].id;
-    let (completer, task) = queue::Completer::spawn(
-        pool.clone(),
-        CompleterSettings {
-            reconnect: Backoff::from_millis(10, 100),
-            drain_deadline: Duration::from_secs(1),
-            retry_base: Duration::from_millis(10),
-            retry_max: Duration::from_millis(100),
-        },
-    );
+    let (completer, task) = test_completer(&pool);
     // Submitted at once, so the writer takes many in one batch; one hook fails.
     let replies = futures_util::future::join_all(leased.iter().map(|job| {
         let id = job.id;
@@ -369,4 +366,67 @@ async fn outcomes_with_sql_written_together_keep_each_job_whole(pool: PgPool) {
             assert_eq!((status.as_str(), effect), ("finished", true), "job {id}");
         }
     }
+}
+
+#[sqlx::test]
+async fn an_outcome_written_over_a_cancel_says_the_row_stayed_cancelled(pool: PgPool) {
+    sqlx::query("INSERT INTO dialout_queue (kind) SELECT 'noop' FROM generate_series(1, 3)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let leased = queue::lease_jobs(
+        &pool,
+        "noop",
+        3,
+        "w",
+        Duration::from_secs(60),
+        uuid::Uuid::new_v4(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(leased.len(), 3);
+    // The application cancels the first two while they run; their attempts end as if
+    // they had not heard (finished, a retry); the third ends normally.
+    sqlx::query("UPDATE dialout_queue SET status = 'cancelled' WHERE id = ANY($1)")
+        .bind([leased[0].id, leased[1].id])
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (completer, task) = test_completer(&pool);
+    let finished = Completion::Final {
+        status: queue::JobStatus::Finished,
+        result: None,
+        error: None,
+    };
+    let retry = Completion::Retry {
+        result: None,
+        error: Some("again".into()),
+        after: None,
+    };
+    let replies = futures_util::future::join_all([
+        completer.submit(leased[0].lease(), finished.clone(), None),
+        completer.submit(leased[1].lease(), retry, None),
+        completer.submit(leased[2].lease(), finished, None),
+    ])
+    .await;
+    let mut results = Vec::new();
+    for reply in replies {
+        results.push(reply.await.unwrap());
+    }
+    assert_eq!(
+        results,
+        [
+            WriteResult::KeptCancelled,
+            WriteResult::KeptCancelled,
+            WriteResult::Written
+        ]
+    );
+    drop(completer);
+    task.await.unwrap();
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status::text FROM dialout_queue ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["cancelled", "cancelled", "finished"]);
 }

@@ -5,49 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use dialout::local_pg::LocalPg;
-use dialout::queue;
 use support::*;
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("blocking task")
-}
-
-/// A migrated private cluster of this test's own (it will be stopped and restarted),
-/// removed when the guard drops.
-async fn private_cluster() -> (Removed, std::sync::Arc<LocalPg>, sqlx::PgPool) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pg =
-        std::sync::Arc::new(LocalPg::new(&dir.path().join("pg")).expect("PostgreSQL installed"));
-    {
-        let pg = pg.clone();
-        blocking(move || pg.start())
-            .await
-            .expect("private cluster starts");
-    }
-    let pool = queue::pool(&pg.url().expect("url"), 4, Duration::from_secs(5)).unwrap();
-    queue::migrate(&pool).await.unwrap();
-    (
-        Removed {
-            pg: pg.clone(),
-            _dir: dir,
-        },
-        pg,
-        pool,
-    )
-}
-
-/// Removes the cluster (as root it lives outside the temporary folder).
-struct Removed {
-    pg: std::sync::Arc<LocalPg>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Removed {
-    fn drop(&mut self) {
-        let _ = self.pg.remove();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_a_running_worker_loses_nothing() {

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dialout::config::{KindSection, Settings};
-use dialout::queue::{self, RescueSettings, Rescuer};
+use dialout::queue::{RescueSettings, Rescuer};
 use dialout::worker::{
     JobContext, JobHandler, KindError, Outcome, Readiness, ReadinessSender, Registry, Worker,
 };
 use futures_util::future::BoxFuture;
 use serde_json::json;
 use sqlx::PgPool;
-use support::{RunningWorker, ended, enqueue, eventually};
+use support::{RunningWorker, ended, enqueue, lease_and_vanish};
 use tokio_util::sync::CancellationToken;
 
 /// A test kind that records its lifecycle and reports each attempt in its result.
@@ -307,31 +307,6 @@ fn rescuer(pool: &PgPool, recover: &[&str]) -> Rescuer {
             recover_when_spent: recover.iter().map(|k| k.to_string()).collect(),
         },
     )
-}
-
-/// Leases job `id`'s kind as a worker that then vanishes: the lease is already over.
-async fn lease_and_vanish(pool: &PgPool, kind: &str) {
-    let leased = queue::lease_jobs(
-        pool,
-        kind,
-        10,
-        "vanished",
-        Duration::from_millis(1),
-        uuid::Uuid::new_v4(),
-    )
-    .await
-    .expect("lease");
-    assert_eq!(leased.len(), 1);
-    eventually(Duration::from_secs(5), "the lease to expire", || async {
-        let expired: bool = sqlx::query_scalar(
-            "SELECT bool_and(lease_expires_at < now()) FROM dialout_queue WHERE worker_id = 'vanished'",
-        )
-        .fetch_one(pool)
-        .await
-        .ok()?;
-        expired.then_some(())
-    })
-    .await;
 }
 
 #[sqlx::test]

@@ -23,9 +23,52 @@ pub async fn migrate(settings: &mut Settings) -> Result<(), AppError> {
 pub async fn worker(settings: &mut Settings) -> Result<(), AppError> {
     let pool = app::pool(settings).await?;
     let shutdown = app::shutdown_on_signals();
-    Worker::new(settings.clone(), pool, crate::jobs::registry(settings)?)
-        .run(shutdown)
-        .await?;
+    let mut worker = Worker::new(settings.clone(), pool, crate::jobs::registry(settings)?);
+    // Bound before anything else starts: a taken port ends the command at once.
+    worker.bind_http()?;
+    worker.run(shutdown).await?;
+    Ok(())
+}
+
+/// `dialout healthcheck`: GETs `url` (default: `http.listen` + `/healthz`); `Ok` only
+/// on HTTP 200, so the process exits 0 when healthy and 1 otherwise (Docker's
+/// HEALTHCHECK reserves 2).
+pub async fn healthcheck(
+    settings: &Settings,
+    url: Option<String>,
+    within: std::time::Duration,
+) -> Result<(), AppError> {
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let Some(mut addr) = settings.http.listen else {
+                return Err(AppError::Usage(
+                    "healthcheck: http.listen is not set (DIALOUT__HTTP__LISTEN); give --url"
+                        .into(),
+                ));
+            };
+            // A wildcard listener is reached on loopback.
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            format!("http://{addr}/healthz")
+        }
+    };
+    let reply = crate::http::get(&url, within)
+        .await
+        .map_err(|e| AppError::Usage(format!("healthcheck {url}: {e}")))?;
+    let first_line = reply.body.lines().next().unwrap_or_default();
+    if reply.status != 200 {
+        return Err(AppError::Usage(format!(
+            "healthcheck {url}: HTTP {}: {}",
+            reply.status,
+            reply.body.trim_end().replace('\n', "; ")
+        )));
+    }
+    println!("{url}: HTTP 200 {first_line}");
     Ok(())
 }
 

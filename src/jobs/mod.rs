@@ -11,14 +11,20 @@ use crate::worker::Registry;
 
 /// Every kind this build can run. Which ones a replica leases is `worker.kinds`.
 pub fn registry(settings: &Settings) -> Result<Registry, ConfigError> {
-    let legacy_client = legacy::LegacyClient::new(legacy_settings(settings));
-    Ok(Registry::new()
+    let registry = Registry::new();
+    let metrics = registry.metrics().clone();
+    let legacy_client = legacy::LegacyClient::counting_sockets(
+        legacy_settings(settings),
+        metrics.legacy_sockets_open(),
+    );
+    Ok(registry
         .with("noop", noop::Noop)
         .with(
             "dial",
             dial::Dial::new(
                 dial::ami_config(settings),
                 dial::DialDefaults::from_settings(settings),
+                metrics.dial(),
             ),
         )
         .with("legacy_message", legacy::LegacyMessage::new(legacy_client))

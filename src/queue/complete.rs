@@ -52,9 +52,22 @@ pub enum Completion {
     },
 }
 
+impl Completion {
+    /// The status the row gets (unless an application cancelled the job meanwhile).
+    pub fn status(&self) -> JobStatus {
+        match self {
+            Completion::Final { status, .. } => *status,
+            Completion::Retry { .. } | Completion::HandBack { .. } => JobStatus::Queued,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteResult {
     Written,
+    /// Written, but the row stays `cancelled`: an application cancelled the job while
+    /// this attempt ran (its result and error are kept).
+    KeptCancelled,
     /// The token no longer matched: another worker owns the job, or it was pruned.
     LeaseLost,
     /// The worker is stopping and the database stayed away past the deadline; the
@@ -193,7 +206,7 @@ async fn write_plain(
 ) {
     let rows = Rows::new(requests.as_slice(), &settings);
     match with_retry(closing, settings, || rows.write(pool)).await {
-        Ok(Some(written)) => reply_all(requests, written),
+        Ok(Some(written)) => reply_all(requests, &written),
         Ok(None) => abandon(requests),
         Err(e) if requests.len() > 1 => {
             // One bad row (say, a result jsonb refuses) must not sink the others.
@@ -230,10 +243,9 @@ async fn write_hooked_batch(
         .collect();
     let attempt = || async {
         let mut tx = pool.begin().await?;
-        let mut written = rows.write(&mut *tx).await?;
-        written.sort_unstable();
+        let written = rows.write(&mut *tx).await?;
         for (id, hook) in &hooks {
-            if written.binary_search(id).is_ok() {
+            if written.contains(*id) {
                 hook(&mut tx).await?;
             }
         }
@@ -241,7 +253,7 @@ async fn write_hooked_batch(
         Ok(written)
     };
     match with_retry(closing, settings, attempt).await {
-        Ok(Some(written)) => reply_all(requests, written),
+        Ok(Some(written)) => reply_all(requests, &written),
         Ok(None) => abandon(requests),
         Err(_) => {
             for r in requests {
@@ -264,7 +276,7 @@ async fn write_hooked(
     let attempt = || async {
         let mut tx = pool.begin().await?;
         let written = rows.write(&mut *tx).await?;
-        if written.is_empty() {
+        if written.ids.is_empty() {
             tx.rollback().await?;
             return Ok(written);
         }
@@ -273,7 +285,7 @@ async fn write_hooked(
         Ok(written)
     };
     match with_retry(closing, settings, attempt).await {
-        Ok(Some(written)) => reply_all(vec![request], written),
+        Ok(Some(written)) => reply_all(vec![request], &written),
         Ok(None) => abandon(vec![request]),
         Err(e) => record_unwritable(pool, request, &e, closing, settings).await,
     }
@@ -301,20 +313,34 @@ async fn record_unwritable(
     };
     let rows = Rows::new(std::slice::from_ref(&fallback), &settings);
     match with_retry(closing, settings, || rows.write(pool)).await {
-        Ok(Some(written)) => reply_all(vec![fallback], written),
+        Ok(Some(written)) => reply_all(vec![fallback], &written),
         _ => abandon(vec![fallback]),
     }
 }
 
-fn reply_all(requests: Vec<Request>, mut written: Vec<i64>) {
-    written.sort_unstable();
+fn reply_all(requests: Vec<Request>, written: &Written) {
     for r in requests {
-        let result = if written.binary_search(&r.lease.id).is_ok() {
-            WriteResult::Written
-        } else {
+        let result = if !written.contains(r.lease.id) {
             WriteResult::LeaseLost
+        } else if written.kept_cancelled.contains(&r.lease.id) {
+            WriteResult::KeptCancelled
+        } else {
+            WriteResult::Written
         };
         let _ = r.reply.send(result);
+    }
+}
+
+/// The rows one write updated, sorted.
+struct Written {
+    ids: Vec<i64>,
+    /// Of those, the ones that stayed `cancelled` (almost always none).
+    kept_cancelled: Vec<i64>,
+}
+
+impl Written {
+    fn contains(&self, id: i64) -> bool {
+        self.ids.binary_search(&id).is_ok()
     }
 }
 
@@ -389,7 +415,8 @@ impl Rows {
     }
 
     /// One fenced UPDATE for the whole batch; returns the ids it wrote (as one array:
-    /// a row each would cost more to decode than the write costs to send).
+    /// a row each would cost more to decode than the write costs to send), and those
+    /// of them an application had cancelled meanwhile.
     ///
     /// The batch comes sorted by id (see `new`), so rows are locked in id order
     /// whatever the plan: two writers never wait on each other in a cycle, and the
@@ -399,11 +426,11 @@ impl Rows {
     /// error are still kept). Handed-back jobs wake the other workers at once.
     /// `dedup_key = q.dedup_key` spares the dedup_key index a costly pass (see
     /// `lease_jobs`).
-    async fn write<'e, E>(&self, executor: E) -> Result<Vec<i64>, sqlx::Error>
+    async fn write<'e, E>(&self, executor: E) -> Result<Written, sqlx::Error>
     where
         E: sqlx::PgExecutor<'e>,
     {
-        sqlx::query_scalar(
+        let (mut ids, kept_cancelled): (Vec<i64>, Vec<i64>) = sqlx::query_as(
             "WITH c AS ( \
                  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::dialout_status[], $4::text[], \
                                       $5::text[], $6::bool[], $7::float8[], $8::bool[], $9::bool[]) \
@@ -426,11 +453,14 @@ impl Rows {
                      dedup_key = q.dedup_key \
                  FROM c \
                  WHERE q.id = ANY($1) AND q.id = c.id AND q.lease_token = c.token \
-                 RETURNING q.id, q.kind, q.status, c.hand_back), \
+                 RETURNING q.id, q.kind, q.status, c.hand_back, \
+                           q.status = 'cancelled' AND c.status <> 'cancelled' AS kept_cancelled), \
              woken AS ( \
                  SELECT dialout_wake(array_agg(kind)) FROM done \
                  WHERE hand_back AND status = 'queued') \
-            SELECT coalesce(array_agg(id), '{}') FROM done, (SELECT count(*) FROM woken) AS w",
+            SELECT coalesce(array_agg(id), '{}'), \
+                   coalesce(array_agg(id) FILTER (WHERE kept_cancelled), '{}') \
+            FROM done, (SELECT count(*) FROM woken) AS w",
         )
         .bind(&self.ids)
         .bind(&self.tokens)
@@ -444,6 +474,11 @@ impl Rows {
         .bind(self.retry_base_ms)
         .bind(self.retry_max_ms)
         .fetch_one(executor)
-        .await
+        .await?;
+        ids.sort_unstable();
+        Ok(Written {
+            ids,
+            kept_cancelled,
+        })
     }
 }

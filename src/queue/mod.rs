@@ -99,6 +99,24 @@ pub async fn migrate(pool: &PgPool) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// Whether this build's latest migration is applied (a database never migrated has
+/// no `_sqlx_migrations` table: `false` too).
+pub async fn migrations_applied(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let Some(latest) = MIGRATOR.iter().map(|m| m.version).max() else {
+        return Ok(true);
+    };
+    let applied = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = $1 AND success)",
+    )
+    .bind(latest)
+    .fetch_one(pool)
+    .await;
+    match applied {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(false),
+        other => other,
+    }
+}
+
 /// Is this error worth retrying later (the database went away) rather than a bug?
 pub fn is_transient(err: &sqlx::Error) -> bool {
     match err {

@@ -105,3 +105,29 @@ pub async fn summary(pool: &PgPool) -> Result<Vec<(String, JobStatus, i64)>, sql
     .fetch_all(pool)
     .await
 }
+
+/// The ready backlog of one kind: jobs `queued` whose `run_at` has come.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Backlog {
+    pub kind: String,
+    pub ready: i64,
+    /// How long the oldest of them has been due, in seconds.
+    pub oldest_ready_secs: f64,
+}
+
+/// The ready backlog of each of `kinds` that has one (a kind with none is left out).
+/// One pass over the ready rows of those kinds in the lease index
+/// (`dialout_queue_ready`, partial on `queued`): it grows with the backlog, not with
+/// the table, so callers cache it for a few seconds rather than run it per request.
+pub async fn ready_backlog(pool: &PgPool, kinds: &[String]) -> Result<Vec<Backlog>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT kind, count(*) AS ready, \
+                extract(epoch FROM now() - min(run_at))::float8 AS oldest_ready_secs \
+         FROM dialout_queue \
+         WHERE status = 'queued' AND kind = ANY($1) AND run_at <= now() \
+         GROUP BY kind",
+    )
+    .bind(kinds)
+    .fetch_all(pool)
+    .await
+}

@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::leases::KindSlot;
 use super::{JobContext, JobHandler, Outcome, Shared, StopReason, StopSignal, retry};
-use crate::queue::{Completion, LeasedJob, WriteResult};
+use crate::metrics::KindMetrics;
+use crate::queue::{Completion, JobStatus, LeasedJob, WriteResult};
 
 /// How long a handler has to return after it was asked to stop (cancelled, lease
 /// lost, shutdown grace over) before its future is dropped.
@@ -21,6 +22,7 @@ pub(super) struct JobService {
     pub(super) shared: Arc<Shared>,
     pub(super) handler: Arc<dyn JobHandler>,
     pub(super) slot: Arc<KindSlot>,
+    pub(super) metrics: KindMetrics,
 }
 
 impl tower_service::Service<apalis_core::task::Task<LeasedJob>> for JobService {
@@ -40,6 +42,7 @@ impl tower_service::Service<apalis_core::task::Task<LeasedJob>> for JobService {
             self.shared.clone(),
             self.handler.clone(),
             self.slot.clone(),
+            self.metrics.clone(),
             task.args,
         );
         Box::pin(async move {
@@ -55,6 +58,7 @@ async fn execute(
     shared: Arc<Shared>,
     handler: Arc<dyn JobHandler>,
     slot: Arc<KindSlot>,
+    metrics: KindMetrics,
     job: LeasedJob,
 ) {
     let lease = job.lease();
@@ -81,7 +85,9 @@ async fn execute(
                 stop: stop.clone(),
             };
             shared.leases.started(lease);
+            let began = Instant::now();
             let outcome = run_handler(handler, ctx, &stop).await;
+            metrics.ran(began.elapsed());
             tracing::debug!(outcome = ?outcome.kind, "attempt ended");
             outcome
         };
@@ -93,13 +99,26 @@ async fn execute(
                 if matches!(completion, Completion::HandBack { .. }) {
                     shared.leases.count_handed_back();
                 }
+                let status = completion.status();
                 let reply = shared
                     .completer
                     .submit(lease, completion, outcome.hook)
                     .await;
                 // With the completer now: a shutdown must not hand it back as well.
                 shared.leases.submitted(lease);
-                reply.await.unwrap_or(WriteResult::Abandoned)
+                let result = reply.await.unwrap_or(WriteResult::Abandoned);
+                let recorded = match result {
+                    WriteResult::Written => Some(status),
+                    WriteResult::KeptCancelled => Some(JobStatus::Cancelled),
+                    WriteResult::LeaseLost | WriteResult::Abandoned => None,
+                };
+                if let Some(status) = recorded {
+                    metrics.recorded(status);
+                    if let Some(f) = outcome.on_recorded {
+                        f();
+                    }
+                }
+                result
             }
             None => WriteResult::LeaseLost,
         };

@@ -7,6 +7,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::{JobContext, Outcome};
+use crate::metrics::Metrics;
 use crate::queue::KindLimits;
 
 /// A job kind's code and the resources it owns (a dial's AMI connection).
@@ -102,15 +103,22 @@ impl ReadinessSender {
     }
 }
 
-/// The kinds a worker can run, by name.
+/// The kinds a worker can run, by name, and the metrics they and the worker count
+/// into (made with the registry, so a kind built for it and the worker that runs it
+/// share one).
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: BTreeMap<String, Arc<dyn JobHandler>>,
+    metrics: Metrics,
 }
 
 impl Registry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn with(mut self, kind: &str, handler: impl JobHandler) -> Self {

@@ -14,6 +14,7 @@ mod outcome;
 mod producer;
 mod retry;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use outcome::Outcome;
 
 use crate::backoff::Backoff;
 use crate::config::Settings;
+use crate::http;
 use crate::queue::{
     self, Completer, CompleterSettings, Completion, Listener, RescueSettings, Rescuer, Retention,
     RetentionSettings, Wake,
@@ -50,6 +52,11 @@ pub enum WorkerError {
     KindStart { kind: String, error: KindError },
     #[error(transparent)]
     Queue(#[from] queue::QueueError),
+    #[error("cannot listen on http.listen {addr}: {error}")]
+    Http {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 /// A configured worker, ready to run.
@@ -58,6 +65,8 @@ pub struct Worker {
     pool: PgPool,
     registry: Registry,
     id: Arc<str>,
+    /// The health and metrics listener, once bound ([`Worker::bind_http`]).
+    http: Option<std::net::TcpListener>,
 }
 
 /// What a worker did, for logs and tests.
@@ -91,6 +100,7 @@ impl Worker {
             pool,
             registry,
             id,
+            http: None,
         }
     }
 
@@ -98,12 +108,30 @@ impl Worker {
         &self.id
     }
 
+    /// Binds `http.listen`, if set, and returns the address bound (port 0 picks a free
+    /// one); [`Worker::run`] serves on it. Without this call, `run` binds it itself.
+    pub fn bind_http(&mut self) -> Result<Option<SocketAddr>, WorkerError> {
+        let Some(addr) = self.settings.http.listen else {
+            return Ok(None);
+        };
+        if self.http.is_none() {
+            let bound = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|error| WorkerError::Http { addr, error })?;
+            self.http = Some(bound);
+        }
+        self.http
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|error| WorkerError::Http { addr, error })
+    }
+
     /// Runs until `shutdown` fires, then drains: stop leasing, let running jobs
     /// finish within `worker.shutdown_grace_ms`, hand back the rest, then shut the
     /// kinds down within what is left of the grace.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, WorkerError> {
-        let w = &self.settings.worker;
-        let kinds = w.kinds.clone();
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<RunSummary, WorkerError> {
+        let kinds = self.settings.worker.kinds.clone();
         let mut handlers = Vec::with_capacity(kinds.len());
         for kind in &kinds {
             let handler = self
@@ -112,6 +140,12 @@ impl Worker {
                 .ok_or_else(|| WorkerError::UnknownKind(kind.clone()))?;
             handlers.push((kind.clone(), handler.clone()));
         }
+        // Up first, so an orchestrator hears from a worker that still waits for its
+        // database; stopped last, or on any early return (the guard).
+        let http_stop = CancellationToken::new();
+        let _http_guard = http_stop.clone().drop_guard();
+        let http_task = self.serve_http(&handlers, &shutdown, &http_stop)?;
+        let w = &self.settings.worker;
         if w.migrate_on_start {
             migrate_with_retry(&self.pool, &self.settings, &shutdown).await?;
         }
@@ -136,6 +170,7 @@ impl Worker {
                 self.settings.database.acquire_timeout_ms,
             ))
             .connect_lazy_with(self.pool.connect_options().as_ref().clone());
+        let metrics = self.registry.metrics().clone();
         let reconnect = Backoff::from_millis(w.reconnect_min_ms, w.reconnect_max_ms);
         let (completer, completer_task) = Completer::spawn(
             queue_pool.clone(),
@@ -185,7 +220,8 @@ impl Worker {
                 retry_max: Duration::from_millis(w.retry_max_ms),
                 recover_when_spent: self.registry.recovering_kinds(),
             },
-        );
+        )
+        .counting(metrics.rescued().clone());
         background.spawn(rescuer.run(wake.clone(), maintenance.clone()));
         let r = &self.settings.retention;
         if r.keep_hours > 0 {
@@ -206,6 +242,7 @@ impl Worker {
             let slot = Arc::new(KindSlot::new(capacity));
             let (tx, rx) = mpsc::channel(capacity);
             let signal = wake.signal(kind).unwrap_or_default();
+            let kind_metrics = metrics.kind(kind);
             for _ in 0..w.lease_streams {
                 let producer = Producer {
                     shared: shared.clone(),
@@ -216,6 +253,7 @@ impl Worker {
                     limits: handler.limits(),
                     tx: tx.clone(),
                     wake: signal.clone(),
+                    metrics: kind_metrics.clone(),
                 };
                 runners.spawn(producer.run(stop_leasing.clone()));
             }
@@ -223,6 +261,7 @@ impl Worker {
                 shared: shared.clone(),
                 handler: handler.clone(),
                 slot,
+                metrics: kind_metrics,
             };
             let apalis_worker = WorkerBuilder::new(format!("{}/{kind}", self.id))
                 .backend(LeasedJobs::new(rx))
@@ -281,10 +320,46 @@ impl Worker {
         while background.join_next().await.is_some() {}
         drop(shared);
         let _ = completer_task.await;
+        http_stop.cancel();
+        if let Some(task) = http_task {
+            let _ = task.await;
+        }
         tracing::info!(worker = %self.id, handed_back = handed_back + leftover.len(), "worker stopped");
         Ok(RunSummary {
             handed_back: handed_back + leftover.len(),
         })
+    }
+
+    /// Starts the health and metrics listener if `http.listen` is set; `None` if not.
+    fn serve_http(
+        &mut self,
+        handlers: &[(String, Arc<dyn JobHandler>)],
+        shutdown: &CancellationToken,
+        stop: &CancellationToken,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, WorkerError> {
+        let Some(addr) = self.bind_http()? else {
+            return Ok(None);
+        };
+        let Some(listener) = self.http.take() else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|error| WorkerError::Http { addr, error })?;
+        let probe = http::Probe::new(
+            &self.pool,
+            handlers
+                .iter()
+                .map(|(kind, handler)| (kind.clone(), handler.readiness()))
+                .collect(),
+            self.registry.metrics().clone(),
+            shutdown.clone(),
+        );
+        tracing::info!(%addr, "serving /healthz, /readyz and /metrics on http://{addr}/");
+        Ok(Some(tokio::spawn(http::serve(
+            listener,
+            Arc::new(probe),
+            stop.clone(),
+        ))))
     }
 }
 

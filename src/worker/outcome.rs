@@ -27,6 +27,8 @@ pub struct Outcome {
     /// With `retryable`: the wait the kind chose; `None`: the standard backoff.
     pub(crate) retry_after: Option<std::time::Duration>,
     pub(crate) hook: Option<CompletionHook>,
+    /// Run once the outcome is recorded (with `hook`'s SQL committed).
+    pub(crate) on_recorded: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Outcome {
@@ -38,6 +40,7 @@ impl Outcome {
             retryable: false,
             retry_after: None,
             hook: None,
+            on_recorded: None,
         }
     }
 
@@ -100,6 +103,13 @@ impl Outcome {
     /// SQL to commit in the same transaction as the final status.
     pub fn with_sql(mut self, hook: CompletionHook) -> Self {
         self.hook = Some(hook);
+        self
+    }
+
+    /// `f` runs once this outcome is recorded, with its SQL committed (a dial counts
+    /// the CDRs it wrote); never if the outcome is discarded (the lease was lost).
+    pub fn on_recorded(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.on_recorded = Some(Box::new(f));
         self
     }
 }

@@ -13,6 +13,7 @@ use super::kind::Readiness;
 use super::leases::KindSlot;
 use crate::backoff::Backoff;
 use crate::config::WorkerSection;
+use crate::metrics::KindMetrics;
 use crate::queue::{self, KindLimits, LeasedJob, LimitedLease};
 
 /// How a producer leases.
@@ -52,6 +53,7 @@ pub(super) struct Producer {
     pub(super) limits: KindLimits,
     pub(super) tx: mpsc::Sender<LeasedJob>,
     pub(super) wake: Arc<Notify>,
+    pub(super) metrics: KindMetrics,
 }
 
 impl Producer {
@@ -82,6 +84,7 @@ impl Producer {
                     jobs,
                     next_start_in,
                 }) => {
+                    self.metrics.leased(got as u64);
                     if pacer.failures() > 0 {
                         tracing::info!(
                             kind = self.kind,

@@ -183,3 +183,30 @@ pub fn normalize_ids(uids: &mut std::collections::HashMap<String, usize>, v: &st
     out.push_str(rest);
     out
 }
+
+/// Test settings for a worker that runs only `dial`, against `sim` (its dialer login,
+/// short timeouts).
+pub fn dial_settings(sim: &PbxSim) -> dialout::config::Settings {
+    let mut s = super::settings();
+    s.worker.kinds = vec!["dial".into()];
+    s.ami.host = "127.0.0.1".into();
+    s.ami.port = sim.local_addr().port();
+    s.ami.username = "dialer".into();
+    s.ami.secret = dialout::config::SecretString::from("dialer-secret");
+    s.ami.action_timeout_ms = 2000;
+    s.ami.ping_interval_ms = 0;
+    s.dial.channel = "Local/{number}@callee".into();
+    s.dial.settle_ms = 300;
+    s.dial.ring_timeout_ms = 4000;
+    s
+}
+
+/// Test settings for a replica that runs `dial` and `noop` with no PBX where its AMI
+/// link points: the link never comes up, so `dial` is never ready.
+pub fn settings_without_pbx() -> dialout::config::Settings {
+    let mut s = super::settings();
+    s.worker.kinds = vec!["dial".into(), "noop".into()];
+    s.ami.port = super::unused_addr().port();
+    s.ami.connect_timeout_ms = 200;
+    s
+}

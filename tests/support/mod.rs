@@ -66,9 +66,31 @@ pub fn logs() {
 }
 
 pub fn start_worker(pool: &PgPool, settings: Settings) -> RunningWorker {
+    run_worker(new_worker(pool, settings))
+}
+
+/// Like [`start_worker`], its health and metrics listener on a free loopback port;
+/// that address.
+pub fn start_worker_with_http(
+    pool: &PgPool,
+    mut settings: Settings,
+) -> (RunningWorker, std::net::SocketAddr) {
+    settings.http.listen = Some("127.0.0.1:0".parse().expect("address"));
+    let mut worker = new_worker(pool, settings);
+    let addr = worker
+        .bind_http()
+        .expect("binds a free port")
+        .expect("http.listen is set");
+    (run_worker(worker), addr)
+}
+
+fn new_worker(pool: &PgPool, settings: Settings) -> Worker {
     logs();
     let registry = dialout::jobs::registry(&settings).expect("registry");
-    let worker = Worker::new(settings, pool.clone(), registry);
+    Worker::new(settings, pool.clone(), registry)
+}
+
+fn run_worker(worker: Worker) -> RunningWorker {
     let stop = CancellationToken::new();
     let token = stop.clone();
     let handle = tokio::spawn(async move { worker.run(token).await.expect("worker runs") });
@@ -343,4 +365,81 @@ impl Drop for TempPg {
     fn drop(&mut self) {
         let _ = self.pg.remove();
     }
+}
+
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+/// A migrated private cluster of the test's own (it will be stopped and restarted),
+/// removed when the guard drops.
+pub async fn private_cluster() -> (
+    Removed,
+    std::sync::Arc<dialout::local_pg::LocalPg>,
+    sqlx::PgPool,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pg = std::sync::Arc::new(
+        dialout::local_pg::LocalPg::new(&dir.path().join("pg")).expect("PostgreSQL installed"),
+    );
+    {
+        let pg = pg.clone();
+        blocking(move || pg.start())
+            .await
+            .expect("private cluster starts");
+    }
+    let pool = queue::pool(&pg.url().expect("url"), 4, Duration::from_secs(5)).unwrap();
+    queue::migrate(&pool).await.unwrap();
+    (
+        Removed {
+            pg: pg.clone(),
+            _dir: dir,
+        },
+        pg,
+        pool,
+    )
+}
+
+/// Removes the cluster (as root it lives outside the temporary folder).
+pub struct Removed {
+    pg: std::sync::Arc<dialout::local_pg::LocalPg>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = self.pg.remove();
+    }
+}
+
+/// Leases the one queued job of `kind` as a worker that then vanishes; returns once
+/// that lease is over.
+pub async fn lease_and_vanish(pool: &PgPool, kind: &str) {
+    let leased = queue::lease_jobs(
+        pool,
+        kind,
+        10,
+        "vanished",
+        Duration::from_millis(1),
+        uuid::Uuid::new_v4(),
+    )
+    .await
+    .expect("lease");
+    assert_eq!(leased.len(), 1);
+    eventually(Duration::from_secs(5), "the lease to expire", || async {
+        let expired: bool = sqlx::query_scalar(
+            "SELECT bool_and(lease_expires_at < now()) FROM dialout_queue WHERE worker_id = 'vanished'",
+        )
+        .fetch_one(pool)
+        .await
+        .ok()?;
+        expired.then_some(())
+    })
+    .await;
+}
+
+/// A loopback address nothing listens on (bound, then let go).
+pub fn unused_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
 }

@@ -229,6 +229,7 @@ pub(super) async fn run(
         Ok(_) => {}
         Err(AmiError::Refused(message)) => {
             return finish(
+                link,
                 ctx,
                 &plan,
                 &call,
@@ -266,7 +267,7 @@ pub(super) async fn run(
     )
     .await;
     match end {
-        Ok(end) => finish(ctx, &plan, &call, end, Utc::now(), earlier),
+        Ok(end) => finish(link, ctx, &plan, &call, end, Utc::now(), earlier),
         Err(interrupted) => interrupted.outcome(&plan),
     }
 }
@@ -376,7 +377,7 @@ async fn recover(
                 lost: Some(Box::new(lost)),
             };
         }
-        return Recovery::Done(finish(ctx, &plan, &call, End::Gone, Utc::now(), None));
+        return Recovery::Done(finish(link, ctx, &plan, &call, End::Gone, Utc::now(), None));
     };
     tracing::info!(
         uniqueid,
@@ -419,7 +420,7 @@ async fn recover(
     )
     .await;
     Recovery::Done(match end {
-        Ok(end) => finish(ctx, &plan, &call, end, Utc::now(), None),
+        Ok(end) => finish(link, ctx, &plan, &call, end, Utc::now(), None),
         Err(interrupted) => interrupted.outcome(&plan),
     })
 }
@@ -669,6 +670,7 @@ fn cdr_record(
 }
 
 fn finish(
+    link: &Link,
     ctx: &JobContext,
     plan: &Plan,
     call: &Call,
@@ -782,8 +784,15 @@ fn finish(
             }
         }
     };
-    let records = earlier.into_iter().chain(std::iter::once(record)).collect();
+    let records: Vec<CdrRecord> = earlier.into_iter().chain(std::iter::once(record)).collect();
+    let written: Vec<Disposition> = records.iter().map(|r| r.disposition).collect();
+    let metrics = link.metrics.clone();
     outcome
         .with_result(result)
         .with_sql(CdrRecord::hook(records))
+        .on_recorded(move || {
+            for disposition in written {
+                metrics.call_recorded(disposition);
+            }
+        })
 }

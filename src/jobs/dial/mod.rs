@@ -24,6 +24,7 @@ pub use payload::{DialPayload, DialPayloadError, PhoneNumber};
 use crate::ami::{AmiClient, AmiConfig};
 use crate::backoff::Backoff;
 use crate::config::{Settings, TagIn};
+use crate::metrics::DialMetrics;
 use crate::queue::KindLimits;
 use crate::worker::{JobContext, JobHandler, KindError, Outcome, Readiness, ReadinessSender};
 use tracker::Tracker;
@@ -93,11 +94,12 @@ pub fn ami_config(s: &Settings) -> AmiConfig {
     }
 }
 
-/// The connection and the router of its events.
+/// The connection, the router of its events, and what the kind counts.
 #[derive(Clone)]
 struct Link {
     client: AmiClient,
     tracker: Arc<Tracker>,
+    metrics: DialMetrics,
 }
 
 /// The `dial` job kind.
@@ -108,10 +110,11 @@ pub struct Dial {
     ready_tx: Arc<ReadinessSender>,
     ready: Readiness,
     stop: CancellationToken,
+    metrics: DialMetrics,
 }
 
 impl Dial {
-    pub fn new(ami: AmiConfig, defaults: DialDefaults) -> Self {
+    pub fn new(ami: AmiConfig, defaults: DialDefaults, metrics: DialMetrics) -> Self {
         let (ready_tx, ready) = Readiness::channel(false);
         Self {
             ami,
@@ -120,6 +123,7 @@ impl Dial {
             ready_tx: Arc::new(ready_tx),
             ready,
             stop: CancellationToken::new(),
+            metrics,
         }
     }
 
@@ -135,6 +139,7 @@ async fn keep_linked(
     cfg: AmiConfig,
     slot: Arc<Mutex<Option<Link>>>,
     ready: Arc<ReadinessSender>,
+    metrics: DialMetrics,
     stop: CancellationToken,
 ) {
     let mut pacer = Backoff::new(cfg.reconnect_backoff_min, cfg.reconnect_backoff_max).pacer();
@@ -162,19 +167,24 @@ async fn keep_linked(
         port = cfg.port,
         "AMI link up: dial jobs are leased"
     );
-    let tracker = Arc::new(Tracker::default());
+    let tracker = Arc::new(Tracker::new(metrics.clone()));
     let events = client.subscribe(tracker::is_ours);
     let lister = client.clone();
     if let Ok(mut g) = slot.lock() {
         *g = Some(Link {
             client,
             tracker: tracker.clone(),
+            metrics: metrics.clone(),
         });
     }
+    metrics.link_up(true);
     ready.set(true);
     let reporter = ready.clone();
     tracker
-        .run(events, lister, move |up| reporter.set(up))
+        .run(events, lister, move |up| {
+            metrics.link_up(up);
+            reporter.set(up);
+        })
         .await;
 }
 
@@ -201,6 +211,7 @@ impl JobHandler for Dial {
                 self.ami.clone(),
                 self.link.clone(),
                 self.ready_tx.clone(),
+                self.metrics.clone(),
                 self.stop.clone(),
             ));
             Ok(())

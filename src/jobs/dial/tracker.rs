@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::ami::actions::CoreShowChannels;
 use crate::ami::{AmiClient, Message, Notice, Subscription};
+use crate::metrics::{DialMetrics, Live};
 
 /// The prefix of every ChannelId this product gives a call.
 pub const TAG_PREFIX: &str = "dialout-";
@@ -68,6 +69,7 @@ struct Calls {
 pub struct Tracker {
     calls: Mutex<Calls>,
     next_id: AtomicU64,
+    metrics: DialMetrics,
 }
 
 /// A call's registration; dropping it unregisters every key.
@@ -75,6 +77,7 @@ pub struct Registration {
     tracker: Arc<Tracker>,
     id: u64,
     keys: Vec<String>,
+    _live: Live,
 }
 
 impl Drop for Registration {
@@ -101,6 +104,15 @@ pub fn is_ours(m: &Message) -> bool {
 }
 
 impl Tracker {
+    /// A tracker that counts the calls it follows and the link's reconnects into
+    /// `metrics`.
+    pub fn new(metrics: DialMetrics) -> Self {
+        Self {
+            metrics,
+            ..Self::default()
+        }
+    }
+
     fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -123,6 +135,7 @@ impl Tracker {
                 tracker: self.clone(),
                 id,
                 keys,
+                _live: self.metrics.live_call(),
             },
             rx,
         )
@@ -191,6 +204,7 @@ impl Tracker {
                     tracing::info!(
                         "AMI link back: dial jobs are leased again; checking the calls in flight"
                     );
+                    self.metrics.reconnected();
                     link_up(true);
                     tokio::spawn(self.clone().reconcile(client.clone()));
                 }

@@ -22,6 +22,7 @@ use super::error::{LegacyError, Phase};
 use super::framing::{FrameError, ReplyDecoder};
 use super::limiter::{HostLimiter, HostSlot};
 use super::payload::{Framing, LegacyRequest, LegacyTarget};
+use crate::metrics::{Gauge, Live};
 
 /// Worker-wide defaults; a payload may override the three timeouts for its own job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,15 +85,26 @@ pub struct LegacyClient {
 struct Inner {
     settings: LegacySettings,
     limiter: Option<HostLimiter>,
+    /// Connections open now (`dialout_legacy_sockets_open`).
+    sockets: Gauge,
 }
 
 impl LegacyClient {
     pub fn new(settings: LegacySettings) -> Self {
+        Self::counting_sockets(settings, Gauge::default())
+    }
+
+    /// Like [`LegacyClient::new`], counting the connections open in `sockets`.
+    pub fn counting_sockets(settings: LegacySettings, sockets: Gauge) -> Self {
         let limiter = settings
             .max_connections_per_host
             .map(|n| HostLimiter::new(n.get()));
         Self {
-            inner: Arc::new(Inner { settings, limiter }),
+            inner: Arc::new(Inner {
+                settings,
+                limiter,
+                sockets,
+            }),
         }
     }
 
@@ -135,6 +147,8 @@ impl LegacyClient {
         let connect_by = Instant::now() + connect_limit;
         let addrs = resolve(target, connect_by, connect_limit, cancel).await?;
         let (mut stream, peer) = connect(&addrs, target, connect_by, connect_limit, cancel).await?;
+        // Declared after the stream, so dropped just before it on every path.
+        let _open = Live::new(&self.inner.sockets);
         // Small requests should leave in one segment now, not after a delayed ACK.
         // Failure only costs latency, so it is not worth failing the send for.
         let _ = stream.set_nodelay(true);

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
+
+use crate::metrics::Counter;
 use tokio_util::sync::CancellationToken;
 
 use super::super::{Wake, is_transient};
@@ -49,11 +51,22 @@ impl RescueCounts {
 pub struct Rescuer {
     pool: PgPool,
     settings: RescueSettings,
+    rescued: Counter,
 }
 
 impl Rescuer {
     pub fn new(pool: PgPool, settings: RescueSettings) -> Self {
-        Self { pool, settings }
+        Self {
+            pool,
+            settings,
+            rescued: Counter::default(),
+        }
+    }
+
+    /// Adds every job rescued to `rescued` (`dialout_rescued_total`).
+    pub fn counting(mut self, rescued: Counter) -> Self {
+        self.rescued = rescued;
+        self
     }
 
     /// Takes back every job whose lease expired (at most 1000 a call): back to
@@ -104,6 +117,7 @@ impl Rescuer {
         .bind(&s.recover_when_spent)
         .fetch_all(&self.pool)
         .await?;
+        self.rescued.inc_by(rows.len() as u64);
         let mut counts = RescueCounts::default();
         for (kind, fate) in rows {
             match fate.as_str() {
