@@ -5,7 +5,7 @@
 //! places the call twice); subscribers get [`Notice::Disconnected`]; the supervisor reconnects
 //! with exponential backoff and jitter, logs in again and sends [`Notice::Reconnected`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +38,26 @@ struct Inner {
     reconnects: AtomicU64,
     /// Set before the polite Logoff, so the close that follows is not taken for a drop.
     closing: std::sync::atomic::AtomicBool,
+    /// Actions in flight that Asterisk serves before anything else on the session
+    /// ([`Action::blocks_session`]); the keepalive Ping waits for them.
+    blocking: AtomicUsize,
+}
+
+/// Counts one blocking action for as long as it is alive (dropped on every way out,
+/// cancellation included).
+struct Blocking<'a>(&'a AtomicUsize);
+
+impl<'a> Blocking<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::AcqRel);
+        Self(n)
+    }
+}
+
+impl Drop for Blocking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A cheap-to-clone handle on one AMI connection (and its reconnects).
@@ -61,9 +81,20 @@ impl AmiClient {
     /// # Errors
     /// Connection, greeting, login or filter errors.
     pub async fn connect(cfg: AmiConfig) -> Result<AmiClient, AmiError> {
+        if cfg.fully_booted_timeout.is_some() && connection::fully_booted_wait(&cfg).is_none() {
+            tracing::warn!(
+                events = %cfg.events.to_header(),
+                "the AMI login's Events mask ({}) has no `system` class, so Asterisk's FullyBooted cannot arrive: \
+                 the link is called up without knowing that Asterisk has finished booting, and an Originate \
+                 right after an Asterisk restart may be refused; add `system` to the mask",
+                cfg.events.to_header()
+            );
+        }
         let router = Arc::new(Router::default());
         let prefix = cfg.action_id_prefix.clone();
-        let link = connection::establish(&cfg, router.clone(), &prefix).await?;
+        let mut link = connection::establish(&cfg, router.clone(), &prefix).await?;
+        // Nobody can have subscribed yet: what the login brought goes nowhere.
+        link.go_live(&router);
         let inner = Arc::new(Inner {
             cfg,
             counter: AtomicU64::new(0),
@@ -76,6 +107,7 @@ impl AmiClient {
             supervisor: Mutex::new(None),
             reconnects: AtomicU64::new(0),
             closing: std::sync::atomic::AtomicBool::new(false),
+            blocking: AtomicUsize::new(0),
         });
         let sup = tokio::spawn(supervise(inner.clone(), link, 1));
         if let Ok(mut g) = inner.supervisor.lock() {
@@ -107,7 +139,8 @@ impl AmiClient {
         self.inner.router.subs.add(Arc::new(filter), capacity)
     }
 
-    /// Sends an action and waits (bounded by `action_timeout`) for its response.
+    /// Sends an action and waits (bounded by `action_timeout`, or what the action asks for
+    /// in [`Action::response_timeout`]) for its response.
     ///
     /// # Errors
     /// [`AmiError::Refused`] for `Response: Error`; `Action` if a value was refused before
@@ -156,6 +189,9 @@ impl AmiClient {
         if self.inner.shutdown.is_cancelled() {
             return Err(AmiError::Shutdown);
         }
+        let _blocking = action
+            .blocks_session()
+            .then(|| Blocking::new(&self.inner.blocking));
         let (otx, orx) = oneshot::channel();
         let tx = {
             let g = self
@@ -182,7 +218,7 @@ impl AmiClient {
             self.inner.router.forget(id);
             return Err(AmiError::ConnectionLost);
         }
-        let t = self.inner.cfg.action_timeout;
+        let t = action.response_timeout(self.inner.cfg.action_timeout);
         match tokio::time::timeout(t, orx).await {
             Err(_) => {
                 self.inner.router.forget(id);
@@ -311,6 +347,7 @@ async fn supervise(inner: Arc<Inner>, mut link: Link, mut generation: u64) {
         inner.reconnects.fetch_add(1, Ordering::Relaxed);
         tracing::info!("AMI reconnected");
         inner.router.subs.notify(&Notice::Reconnected);
+        link.go_live(&inner.router);
     }
     inner.router.subs.notify(&Notice::Disconnected {
         reason: "client shut down".into(),
@@ -338,6 +375,12 @@ async fn run_link(inner: &Arc<Inner>, link: &Link) -> String {
                     None => std::future::pending::<()>().await,
                 }
             } => {
+                if inner.blocking.load(Ordering::Acquire) > 0 {
+                    // Asterisk answers nothing else until that action's response, which
+                    // is bounded by its own timeout: a Ping now would only time out.
+                    tracing::debug!("keepalive Ping skipped: a blocking action is in flight");
+                    continue;
+                }
                 // Keep watching the link while the Ping waits: this task is the one that
                 // fails in-flight actions, so it must not sit out a dead link's timeout.
                 tokio::select! {
