@@ -344,7 +344,7 @@ fn is_fully_booted(m: &Message) -> bool {
 /// Keeps an event that came before the link is up; anything else is dropped (no action of
 /// ours can be waiting yet).
 fn hold(held: &mut Vec<Message>, m: Message) -> Result<(), AmiError> {
-    if m.kind() != MessageKind::Event {
+    if !m.is_event() {
         return Ok(());
     }
     if held.len() >= MAX_HELD_EVENTS {
@@ -466,7 +466,7 @@ fn spawn_tasks(framed: Framed<TcpStream, AmiCodec>, router: Arc<Router>) -> Link
                         .response()
                         .is_some_and(|r| r.eq_ignore_ascii_case("Goodbye"));
                     match held.as_mut() {
-                        Some(h) if m.kind() == MessageKind::Event => {
+                        Some(h) if m.is_event() => {
                             if let Err(e) = hold(h, m) {
                                 tracing::warn!(error = %e, "AMI link not up yet; closing this connection");
                                 break;
