@@ -3,7 +3,9 @@
 //! A supervisor task owns the link. When it drops, every action in flight fails with
 //! [`AmiError::ConnectionLost`] and is **never re-sent** (re-sending an unanswered Originate
 //! places the call twice); subscribers get [`Notice::Disconnected`]; the supervisor reconnects
-//! with exponential backoff and jitter, logs in again and sends [`Notice::Reconnected`].
+//! with exponential backoff and jitter, logs in again, waits for Asterisk's `FullyBooted`
+//! (bounded: [`AmiConfig::fully_booted_timeout`]) and sends [`Notice::Reconnected`]; the
+//! new session's events follow it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,19 +77,18 @@ pub struct OriginateQueued {
 }
 
 impl AmiClient {
-    /// Connects and logs in once; a failure here is returned (no silent retry loop for a
-    /// wrong secret). Later drops are handled by reconnecting.
+    /// Connects and logs in once and waits for `FullyBooted`; a failure here is returned
+    /// (no silent retry loop for a wrong secret). Later drops are handled by reconnecting.
     ///
     /// # Errors
-    /// Connection, greeting, login or filter errors.
+    /// Connection, greeting, login or filter errors; [`AmiError::NotBooted`].
     pub async fn connect(cfg: AmiConfig) -> Result<AmiClient, AmiError> {
         if cfg.fully_booted_timeout.is_some() && connection::fully_booted_wait(&cfg).is_none() {
             tracing::warn!(
                 events = %cfg.events.to_header(),
-                "the AMI login's Events mask ({}) has no `system` class, so Asterisk's FullyBooted cannot arrive: \
+                "the AMI login's Events mask has no `system` class, so Asterisk's FullyBooted cannot arrive: \
                  the link is called up without knowing that Asterisk has finished booting, and an Originate \
-                 right after an Asterisk restart may be refused; add `system` to the mask",
-                cfg.events.to_header()
+                 right after an Asterisk restart may be refused; add `system` to the mask"
             );
         }
         let router = Arc::new(Router::default());
