@@ -389,6 +389,8 @@ async fn run_link(inner: &Arc<Inner>, link: &Link) -> String {
                     _ = link.dead.cancelled() => return "connection closed".into(),
                     r = client.send_action(&Ping) => match r {
                         Ok(_) => {}
+                        // A blocking action sent just before this Ping went out holds it up.
+                        Err(AmiError::Timeout(_)) if inner.blocking.load(Ordering::Acquire) > 0 => {}
                         Err(AmiError::Timeout(_)) => return "keepalive Ping timed out".into(),
                         // A refused Ping still proves the link is alive.
                         Err(AmiError::Refused(_)) => {}
