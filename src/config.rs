@@ -97,6 +97,8 @@ pub struct AmiSection {
     pub secret: SecretString,
     pub connect_timeout_ms: u64,
     pub action_timeout_ms: u64,
+    /// After the login, how long to wait for Asterisk's FullyBooted; 0: do not wait.
+    pub fully_booted_timeout_ms: u64,
     /// 0: no keepalive Ping.
     pub ping_interval_ms: u64,
     /// Reconnect backoff after the link drops.
@@ -424,5 +426,19 @@ mod tests {
             err.to_string().contains("not an IP address and port"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_fully_booted_wait_defaults_to_30_s_and_0_turns_it_off() {
+        use std::time::Duration;
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(
+            crate::jobs::dial::ami_config(&s).fully_booted_timeout,
+            Some(Duration::from_secs(30))
+        );
+        let s =
+            Settings::load_with_env(None, env(&[("DIALOUT__AMI__FULLY_BOOTED_TIMEOUT_MS", "0")]))
+                .unwrap();
+        assert_eq!(crate::jobs::dial::ami_config(&s).fully_booted_timeout, None);
     }
 }

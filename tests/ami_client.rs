@@ -251,18 +251,62 @@ async fn event_lists_and_dialer_hangup() {
 
 #[tokio::test]
 async fn action_timeout_is_per_action() {
-    let sim = start_sim(fast_sim_config()).await;
+    // At a tenfold time scale a 100 ms ring Timeout rings 1 s: a synchronous Originate's
+    // budget (its ring Timeout plus the 100 ms action timeout) runs out first.
+    let sim = start_sim(dialout::pbx_sim::SimConfig {
+        time_scale: 10.0,
+        ..fast_sim_config()
+    })
+    .await;
     let mut cfg = client_config(&sim);
     cfg.action_timeout = Duration::from_millis(100);
     let c = AmiClient::connect(cfg).await.unwrap();
-    // Async: false to a ringing callee blocks the response for 4000 ms x 0.01 = 40 ms... make
-    // it long: noanswer with a 60 s Timeout (600 ms scaled) outlasts the 100 ms budget.
     let mut o = originate("Local/noanswer@callee", 9);
     o.async_ = false;
-    o.timeout = Some(Duration::from_secs(60));
+    o.timeout = Some(Duration::from_millis(100));
     let r = c.originate(&o).await;
-    assert!(matches!(r, Err(AmiError::Timeout(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(AmiError::Timeout(t)) if t == Duration::from_millis(200)),
+        "{r:?}"
+    );
     assert_eq!(c.in_flight(), 0, "a timed-out action is forgotten");
+    c.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// README fact 9: a synchronous Originate is answered only on answer or failure, and
+/// Asterisk serves nothing else on that session meanwhile. It waits its ring Timeout on
+/// top of the action timeout, and the keepalive Ping (which would wait behind it and time
+/// out) is skipped, so the link stays up.
+#[tokio::test]
+async fn a_synchronous_originate_waits_its_ring_time_and_keeps_the_link() {
+    let sim = start_sim(fast_sim_config()).await;
+    let mut cfg = client_config(&sim);
+    cfg.action_timeout = Duration::from_millis(100);
+    cfg.ping_interval = Some(Duration::from_millis(20));
+    let c = AmiClient::connect(cfg).await.unwrap();
+    let mut links = c.subscribe(|_| false);
+    // Rings 30 s (300 ms scaled), three times the action timeout, then answers.
+    let mut o = originate("Local/slow-answer_30000@callee", 10);
+    o.async_ = false;
+    o.timeout = Some(Duration::from_secs(60));
+    let r = timeout(WAIT, c.originate(&o)).await.unwrap();
+    let queued = r.expect("answered after its ring time, not timed out");
+    assert_eq!(queued.response.response(), Some("Success"));
+    // A failure is a refusal with Asterisk's text (busy-sync.txt), not a timeout.
+    let mut o = originate("Local/reject_30000@callee", 11);
+    o.async_ = false;
+    o.timeout = Some(Duration::from_secs(60));
+    let r = timeout(WAIT, c.originate(&o)).await.unwrap();
+    assert!(
+        matches!(&r, Err(AmiError::Refused(m)) if m == "Originate failed"),
+        "{r:?}"
+    );
+    // The keepalive did not drop the link meanwhile, and it pings again now.
+    assert_eq!(c.reconnects(), 0);
+    assert!(links.try_recv().is_none(), "no Disconnected");
+    assert!(c.is_connected());
+    timeout(WAIT, c.send_action(&Ping)).await.unwrap().unwrap();
     c.shutdown().await;
     sim.shutdown().await;
 }
@@ -355,6 +399,8 @@ async fn thousand_in_flight_answered_in_reverse_order() {
         username: "u".into(),
         secret: "s".into(),
         ping_interval: None,
+        // This peer sends no FullyBooted.
+        fully_booted_timeout: None,
         ..dialout::ami::AmiConfig::default()
     };
     let c = AmiClient::connect(cfg).await.unwrap();

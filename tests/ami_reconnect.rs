@@ -9,6 +9,7 @@ use dialout::ami::actions::Ping;
 use dialout::ami::{AmiClient, AmiError, Notice, Originate};
 use dialout::pbx_sim::PbxSim;
 use support::ami::{WAIT, client_config, fast_sim_config, start_sim};
+use support::logs::Logs;
 use tokio::time::timeout;
 
 async fn next_link_notice(sub: &mut dialout::ami::Subscription) -> Notice {
@@ -178,4 +179,33 @@ async fn shutdown_while_reconnecting_is_prompt() {
         c.send_action(&Ping).await,
         Err(AmiError::Shutdown)
     ));
+}
+
+/// Asterisk closes the socket after the Goodbye to our Logoff: a close we asked for, not a
+/// warning. A close nobody asked for still is one.
+#[tokio::test]
+async fn a_normal_shutdown_logs_no_warning_an_unexpected_close_does() {
+    let logs = Logs::capture();
+    let sim = start_sim(fast_sim_config()).await;
+    let c = AmiClient::connect(client_config(&sim)).await.unwrap();
+    timeout(WAIT, c.send_action(&Ping)).await.unwrap().unwrap();
+    c.shutdown().await;
+    assert!(logs.warnings().is_empty(), "{:#?}", logs.warnings());
+
+    let c = AmiClient::connect(client_config(&sim)).await.unwrap();
+    let mut sub = c.subscribe(|_| false);
+    sim.drop_connections();
+    assert!(matches!(
+        next_link_notice(&mut sub).await,
+        Notice::Disconnected { .. }
+    ));
+    assert!(
+        logs.warnings()
+            .iter()
+            .any(|l| l.contains("AMI peer closed the connection")),
+        "{:#?}",
+        logs.warnings()
+    );
+    c.shutdown().await;
+    sim.shutdown().await;
 }

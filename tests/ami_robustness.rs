@@ -92,6 +92,8 @@ fn cfg(port: u16) -> AmiConfig {
         reconnect_backoff_min: Duration::from_millis(10),
         reconnect_backoff_max: Duration::from_millis(50),
         ping_interval: None,
+        // These peers send no FullyBooted.
+        fully_booted_timeout: None,
         ..AmiConfig::default()
     }
 }

@@ -1026,3 +1026,44 @@ async fn a_pbx_stopped_cleanly_mid_call_ends_the_job_with_the_calls_own_end(pool
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].disposition, "ANSWERED");
 }
+
+#[sqlx::test]
+async fn a_pbx_restarted_with_a_boot_delay_gets_no_originate_before_fully_booted(pool: PgPool) {
+    let old = sim(0.1, &[], |_| {}).await;
+    let addr = old.local_addr();
+    let mut settings = dial_settings(&old);
+    settings.ami.reconnect_min_ms = 20;
+    settings.ami.reconnect_max_ms = 100;
+    let worker = start(&pool, settings);
+    let first = dial(&pool, json!({"number": "100"})).await;
+    assert_eq!(ended(&pool, first, WAIT).await, "finished");
+    old.shutdown().await;
+    // Queued while Asterisk is down; it comes back booting for 1.5 s, during which an
+    // Originate would be refused ("Extension does not exist.").
+    let second = dial(&pool, json!({"number": "101"})).await;
+    let new = PbxSim::start(
+        addr,
+        SimConfig {
+            time_scale: 0.1,
+            boot_delay: Duration::from_millis(1500),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("restart on the same port");
+    assert_eq!(
+        ended(&pool, second, WAIT).await,
+        "finished",
+        "{}",
+        last_error(&pool, second).await
+    );
+    worker.shutdown().await;
+    assert!(new.is_booted());
+    assert_eq!(
+        new.originates_while_booting(),
+        0,
+        "no Originate before FullyBooted"
+    );
+    assert_eq!(new.originates(), 1);
+    new.shutdown().await;
+}

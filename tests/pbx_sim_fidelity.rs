@@ -829,6 +829,8 @@ fn scenario_file_sets_the_new_switches() {
     assert_eq!(cfg.faults.vary_order, Some(42));
     assert!(!cfg.cdr_unanswered);
     assert!(dialout::pbx_sim::apply_scenario("vary_order_seed = x", &mut cfg).is_err());
+    dialout::pbx_sim::apply_scenario("boot_delay_ms = 2500", &mut cfg).unwrap();
+    assert_eq!(cfg.boot_delay, std::time::Duration::from_millis(2500));
 }
 
 /// Two Originates with one ChannelId written back to back: the second fails even though
@@ -926,5 +928,68 @@ async fn twenty_originates_back_to_back_match_capture() {
     assert!(between > 0, "events between the replies");
     assert!(before_own > 0, "an OriginateResponse before its own reply");
     assert_eq!(sim.originates(), 20);
+    sim.shutdown().await;
+}
+
+const LOGIN_ON: &str =
+    "Action: Login\nActionID: login-1\nUsername: dialer\nSecret: dialer-secret\n\n";
+
+/// A restarted Asterisk accepts logins before its dialplan is loaded (manager.c): no
+/// FullyBooted after the login reply, an Originate refused with `Extension does not
+/// exist.`, and FullyBooted, when the boot ends, to every session whose mask has `system`
+/// (none for `Events: call,cdr`, as events-call-mask.txt). Logins after that get it right
+/// after their reply, as in every capture.
+#[tokio::test]
+async fn while_booting_no_fully_booted_at_login_and_originates_are_refused() {
+    let sim = start_sim(dialout::pbx_sim::SimConfig {
+        boot_delay: std::time::Duration::from_secs(3600),
+        ..fast_sim_config()
+    })
+    .await;
+    assert!(!sim.is_booted());
+    let mut all = Raw::connect(&sim).await;
+    all.send(LOGIN_ON).await;
+    let got = all.take(2).await;
+    assert_eq!(got[0].message(), Some("Authentication accepted"));
+    assert_eq!(got[1].event_name(), Some("SuccessfulAuth"));
+    let mut calls = Raw::login(&sim, "call,cdr").await;
+
+    all.send(&originate_text("Local/answer@callee", "boot-1", 1, ""))
+        .await;
+    let r = all.next().await.expect("reply");
+    assert_eq!(
+        (r.action_id(), r.response(), r.message()),
+        (
+            Some("boot-1"),
+            Some("Error"),
+            Some("Extension does not exist.")
+        )
+    );
+    assert_eq!((sim.originates(), sim.originates_while_booting()), (1, 1));
+    assert_eq!(sim.live_calls(), 0);
+
+    sim.finish_boot();
+    assert!(sim.is_booted());
+    let fb = all.next().await.expect("FullyBooted");
+    assert_eq!(fb.event_name(), Some("FullyBooted"));
+    assert_eq!(fb.get("Privilege"), Some("system,all"));
+    assert_eq!(fb.get("Status"), Some("Fully Booted"));
+    // Nothing for the call,cdr session: its next message answers a Ping sent after the
+    // broadcast.
+    calls.send("Action: Ping\nActionID: p-1\n\n").await;
+    assert_eq!(calls.next().await.expect("pong").action_id(), Some("p-1"));
+
+    let mut late = Raw::connect(&sim).await;
+    late.send(LOGIN_ON).await;
+    let got = late.take(3).await;
+    let names: Vec<_> = got.iter().map(|m| m.event_name()).collect();
+    assert_eq!(names, [None, Some("FullyBooted"), Some("SuccessfulAuth")]);
+    late.send(&originate_text("Local/busy@callee", "boot-2", 2, ""))
+        .await;
+    let r = late
+        .until(|m| m.action_id() == Some("boot-2") && m.response().is_some())
+        .await;
+    assert_eq!(r.response(), Some("Success"));
+    assert_eq!((sim.originates(), sim.originates_while_booting()), (2, 1));
     sim.shutdown().await;
 }

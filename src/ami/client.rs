@@ -3,9 +3,11 @@
 //! A supervisor task owns the link. When it drops, every action in flight fails with
 //! [`AmiError::ConnectionLost`] and is **never re-sent** (re-sending an unanswered Originate
 //! places the call twice); subscribers get [`Notice::Disconnected`]; the supervisor reconnects
-//! with exponential backoff and jitter, logs in again and sends [`Notice::Reconnected`].
+//! with exponential backoff and jitter, logs in again, waits for Asterisk's `FullyBooted`
+//! (bounded: [`AmiConfig::fully_booted_timeout`]) and sends [`Notice::Reconnected`]; the
+//! new session's events follow it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +40,26 @@ struct Inner {
     reconnects: AtomicU64,
     /// Set before the polite Logoff, so the close that follows is not taken for a drop.
     closing: std::sync::atomic::AtomicBool,
+    /// Actions in flight that Asterisk serves before anything else on the session
+    /// ([`Action::blocks_session`]); the keepalive Ping waits for them.
+    blocking: AtomicUsize,
+}
+
+/// Counts one blocking action for as long as it is alive (dropped on every way out,
+/// cancellation included).
+struct Blocking<'a>(&'a AtomicUsize);
+
+impl<'a> Blocking<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::AcqRel);
+        Self(n)
+    }
+}
+
+impl Drop for Blocking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A cheap-to-clone handle on one AMI connection (and its reconnects).
@@ -55,15 +77,25 @@ pub struct OriginateQueued {
 }
 
 impl AmiClient {
-    /// Connects and logs in once; a failure here is returned (no silent retry loop for a
-    /// wrong secret). Later drops are handled by reconnecting.
+    /// Connects and logs in once and waits for `FullyBooted`; a failure here is returned
+    /// (no silent retry loop for a wrong secret). Later drops are handled by reconnecting.
     ///
     /// # Errors
-    /// Connection, greeting, login or filter errors.
+    /// Connection, greeting, login or filter errors; [`AmiError::NotBooted`].
     pub async fn connect(cfg: AmiConfig) -> Result<AmiClient, AmiError> {
+        if cfg.fully_booted_timeout.is_some() && connection::fully_booted_wait(&cfg).is_none() {
+            tracing::warn!(
+                events = %cfg.events.to_header(),
+                "the AMI login's Events mask has no `system` class, so Asterisk's FullyBooted cannot arrive: \
+                 the link is called up without knowing that Asterisk has finished booting, and an Originate \
+                 right after an Asterisk restart may be refused; add `system` to the mask"
+            );
+        }
         let router = Arc::new(Router::default());
         let prefix = cfg.action_id_prefix.clone();
-        let link = connection::establish(&cfg, router.clone(), &prefix).await?;
+        let mut link = connection::establish(&cfg, router.clone(), &prefix).await?;
+        // Nobody can have subscribed yet: what the login brought goes nowhere.
+        link.go_live(&router);
         let inner = Arc::new(Inner {
             cfg,
             counter: AtomicU64::new(0),
@@ -76,6 +108,7 @@ impl AmiClient {
             supervisor: Mutex::new(None),
             reconnects: AtomicU64::new(0),
             closing: std::sync::atomic::AtomicBool::new(false),
+            blocking: AtomicUsize::new(0),
         });
         let sup = tokio::spawn(supervise(inner.clone(), link, 1));
         if let Ok(mut g) = inner.supervisor.lock() {
@@ -107,7 +140,8 @@ impl AmiClient {
         self.inner.router.subs.add(Arc::new(filter), capacity)
     }
 
-    /// Sends an action and waits (bounded by `action_timeout`) for its response.
+    /// Sends an action and waits (bounded by `action_timeout`, or what the action asks for
+    /// in [`Action::response_timeout`]) for its response.
     ///
     /// # Errors
     /// [`AmiError::Refused`] for `Response: Error`; `Action` if a value was refused before
@@ -156,6 +190,9 @@ impl AmiClient {
         if self.inner.shutdown.is_cancelled() {
             return Err(AmiError::Shutdown);
         }
+        let _blocking = action
+            .blocks_session()
+            .then(|| Blocking::new(&self.inner.blocking));
         let (otx, orx) = oneshot::channel();
         let tx = {
             let g = self
@@ -182,7 +219,7 @@ impl AmiClient {
             self.inner.router.forget(id);
             return Err(AmiError::ConnectionLost);
         }
-        let t = self.inner.cfg.action_timeout;
+        let t = action.response_timeout(self.inner.cfg.action_timeout);
         match tokio::time::timeout(t, orx).await {
             Err(_) => {
                 self.inner.router.forget(id);
@@ -311,6 +348,7 @@ async fn supervise(inner: Arc<Inner>, mut link: Link, mut generation: u64) {
         inner.reconnects.fetch_add(1, Ordering::Relaxed);
         tracing::info!("AMI reconnected");
         inner.router.subs.notify(&Notice::Reconnected);
+        link.go_live(&inner.router);
     }
     inner.router.subs.notify(&Notice::Disconnected {
         reason: "client shut down".into(),
@@ -338,6 +376,12 @@ async fn run_link(inner: &Arc<Inner>, link: &Link) -> String {
                     None => std::future::pending::<()>().await,
                 }
             } => {
+                if inner.blocking.load(Ordering::Acquire) > 0 {
+                    // Asterisk answers nothing else until that action's response, which
+                    // is bounded by its own timeout: a Ping now would only time out.
+                    tracing::debug!("keepalive Ping skipped: a blocking action is in flight");
+                    continue;
+                }
                 // Keep watching the link while the Ping waits: this task is the one that
                 // fails in-flight actions, so it must not sit out a dead link's timeout.
                 tokio::select! {
@@ -345,6 +389,8 @@ async fn run_link(inner: &Arc<Inner>, link: &Link) -> String {
                     _ = link.dead.cancelled() => return "connection closed".into(),
                     r = client.send_action(&Ping) => match r {
                         Ok(_) => {}
+                        // A blocking action sent just before this Ping went out holds it up.
+                        Err(AmiError::Timeout(_)) if inner.blocking.load(Ordering::Acquire) > 0 => {}
                         Err(AmiError::Timeout(_)) => return "keepalive Ping timed out".into(),
                         // A refused Ping still proves the link is alive.
                         Err(AmiError::Refused(_)) => {}

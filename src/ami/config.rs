@@ -22,6 +22,12 @@ pub struct AmiConfig {
     pub action_timeout: Duration,
     /// Connect + greeting + login, bounded as a whole.
     pub connect_timeout: Duration,
+    /// After the login, how long to wait for Asterisk's `FullyBooted` before calling the
+    /// link up (a restarted Asterisk accepts logins before its dialplan is loaded and
+    /// refuses Originates meanwhile). Past it the attempt fails and the backoff retries.
+    /// `None`: do not wait. Without `system` in [`AmiConfig::events`] it cannot arrive, so
+    /// the client does not wait and logs why.
+    pub fully_booted_timeout: Option<Duration>,
     /// Keepalive Ping period; `None` disables it. A Ping that times out drops the link.
     pub ping_interval: Option<Duration>,
     pub reconnect_backoff_min: Duration,
@@ -46,6 +52,7 @@ impl Default for AmiConfig {
             filters: Vec::new(),
             action_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            fully_booted_timeout: Some(Duration::from_secs(30)),
             ping_interval: Some(Duration::from_secs(20)),
             reconnect_backoff_min: Duration::from_millis(200),
             reconnect_backoff_max: Duration::from_secs(30),

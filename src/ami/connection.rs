@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -14,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::actions::{self, Action, ActionFrame, Challenge, Login, LoginAuth};
+use super::actions::{self, Action, ActionFrame, Challenge, Filter, Login, LoginAuth};
 use super::codec::AmiCodec;
 use super::config::AmiConfig;
 use super::error::AmiError;
@@ -24,6 +25,10 @@ use super::subscriber::Subscribers;
 /// Most events one event list may collect; a peer that never sends `Complete` cannot make
 /// us grow without bound.
 const MAX_LIST_EVENTS: usize = 1_000_000;
+
+/// Most events held for a new session before it is up (the FullyBooted wait is bounded in
+/// time, this bounds what a peer can send meanwhile).
+const MAX_HELD_EVENTS: usize = 100_000;
 
 /// The answer to an action: its response and, for event lists, the listed events in order.
 #[derive(Debug)]
@@ -230,18 +235,45 @@ pub(crate) struct Link {
     pub(crate) cancel: CancellationToken,
     /// Fires when the reader or writer stops (peer closed, I/O or protocol error).
     pub(crate) dead: CancellationToken,
+    /// Until it fires, the reader holds this session's events back from the subscribers.
+    live: CancellationToken,
+    /// Events that came during the login and the FullyBooted wait, in order.
+    early: Vec<Message>,
 }
 
-/// Connects, reads the greeting, logs in, sends the configured filters, then starts the
-/// reader and writer tasks.
+impl Link {
+    /// Lets this session's events through, in the order they came: those of the login and
+    /// the FullyBooted wait (routed here, by the caller's task), then those the reader
+    /// held since, then the rest as they come. Called once the link is reported up
+    /// (after `Notice::Reconnected`), so no subscriber sees an event of a session before
+    /// it was told of it.
+    pub(crate) fn go_live(&mut self, router: &Router) {
+        for m in self.early.drain(..) {
+            router.route(m);
+        }
+        self.live.cancel();
+    }
+}
+
+/// Whether to wait for `FullyBooted` after the login, and how long.
+pub(crate) fn fully_booted_wait(cfg: &AmiConfig) -> Option<Duration> {
+    cfg.fully_booted_timeout
+        .filter(|_| cfg.events.carries("system"))
+}
+
+/// Connects, reads the greeting, logs in, sends the configured filters, waits for
+/// `FullyBooted` (see [`AmiConfig::fully_booted_timeout`]), then starts the reader and
+/// writer tasks. The events received meanwhile wait for [`Link::go_live`].
 ///
 /// # Errors
-/// I/O, a bad greeting, `AuthenticationFailed`, or a timeout on any step.
+/// I/O, a bad greeting, `AuthenticationFailed`, a timeout on any step, `NotBooted`.
 pub(crate) async fn establish(
     cfg: &AmiConfig,
     router: Arc<Router>,
     id_prefix: &str,
 ) -> Result<Link, AmiError> {
+    let booted_wait = fully_booted_wait(cfg);
+    let mut held = Vec::new();
     let fut = async {
         let stream = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
         stream.set_nodelay(true)?;
@@ -254,9 +286,21 @@ pub(crate) async fn establish(
         if !greeting.starts_with("Asterisk Call Manager") {
             return Err(AmiError::BadGreeting(greeting.chars().take(80).collect()));
         }
-        login(&mut framed, cfg, id_prefix).await?;
-        for (i, f) in cfg.filters.iter().enumerate() {
-            let r = request(&mut framed, f, &format!("{id_prefix}-filter-{i}")).await?;
+        login(&mut framed, cfg, id_prefix, &mut held).await?;
+        // Once a session has an include filter, Asterisk sends only what some include
+        // matches, and a FullyBooted sent when the boot ends is a normal event: let ours
+        // through. (The one sent with the login ignores filters: eventfilter-user.txt.)
+        let let_booted_through = (booted_wait.is_some()
+            && cfg.filters.iter().any(Filter::is_include))
+        .then(|| Filter::event_name("FullyBooted"));
+        for (i, f) in cfg.filters.iter().chain(&let_booted_through).enumerate() {
+            let r = request(
+                &mut framed,
+                f,
+                &format!("{id_prefix}-filter-{i}"),
+                &mut held,
+            )
+            .await?;
             if !r
                 .response()
                 .is_some_and(|r| r.eq_ignore_ascii_case("Success"))
@@ -268,21 +312,58 @@ pub(crate) async fn establish(
         }
         Ok::<_, AmiError>(framed)
     };
-    let framed = tokio::time::timeout(cfg.connect_timeout, fut)
+    let mut framed = tokio::time::timeout(cfg.connect_timeout, fut)
         .await
         .map_err(|_| AmiError::Timeout(cfg.connect_timeout))??;
-    Ok(spawn_tasks(framed, router))
+    if let Some(wait) = booted_wait
+        && !held.iter().any(is_fully_booted)
+    {
+        tokio::time::timeout(wait, async {
+            loop {
+                let m = framed.next().await.ok_or(AmiError::Closed)??;
+                let booted = is_fully_booted(&m);
+                hold(&mut held, m)?;
+                if booted {
+                    return Ok::<_, AmiError>(());
+                }
+            }
+        })
+        .await
+        .map_err(|_| AmiError::NotBooted(wait))??;
+    }
+    let mut link = spawn_tasks(framed, router);
+    link.early = held;
+    Ok(link)
+}
+
+fn is_fully_booted(m: &Message) -> bool {
+    m.event_name()
+        .is_some_and(|n| n.eq_ignore_ascii_case("FullyBooted"))
+}
+
+/// Keeps an event that came before the link is up; anything else is dropped (no action of
+/// ours can be waiting yet).
+fn hold(held: &mut Vec<Message>, m: Message) -> Result<(), AmiError> {
+    if !m.is_event() {
+        return Ok(());
+    }
+    if held.len() >= MAX_HELD_EVENTS {
+        return Err(AmiError::TooManyEarlyEvents(MAX_HELD_EVENTS));
+    }
+    held.push(m);
+    Ok(())
 }
 
 async fn login(
     framed: &mut Framed<TcpStream, AmiCodec>,
     cfg: &AmiConfig,
     id_prefix: &str,
+    held: &mut Vec<Message>,
 ) -> Result<(), AmiError> {
     let challenge = match cfg.auth {
         LoginAuth::Plain => None,
         LoginAuth::Md5 => {
-            let r = request(framed, &Challenge, &format!("{id_prefix}-challenge")).await?;
+            let r = request(framed, &Challenge, &format!("{id_prefix}-challenge"), held).await?;
             match r.get("Challenge") {
                 Some(c) => Some(c.to_owned()),
                 None => {
@@ -299,7 +380,7 @@ async fn login(
         events: Some(cfg.events.to_header()),
         challenge,
     };
-    let r = request(framed, &login, &format!("{id_prefix}-login")).await?;
+    let r = request(framed, &login, &format!("{id_prefix}-login"), held).await?;
     if r.response()
         .is_some_and(|r| r.eq_ignore_ascii_case("Success"))
     {
@@ -313,11 +394,12 @@ async fn login(
 }
 
 /// Sends one action before the tasks start and waits for the response with its ActionID,
-/// skipping anything else (e.g. FullyBooted arriving first).
+/// holding the events that come meanwhile (e.g. FullyBooted right after the login reply).
 async fn request<A: Action>(
     framed: &mut Framed<TcpStream, AmiCodec>,
     a: &A,
     id: &str,
+    held: &mut Vec<Message>,
 ) -> Result<Message, AmiError> {
     framed.send(actions::encode(a, Some(id))?).await?;
     loop {
@@ -325,6 +407,7 @@ async fn request<A: Action>(
         if m.is_response() && m.action_id() == Some(id) {
             return Ok(m);
         }
+        hold(held, m)?;
     }
 }
 
@@ -333,6 +416,7 @@ fn spawn_tasks(framed: Framed<TcpStream, AmiCodec>, router: Arc<Router>) -> Link
     let (tx, mut rx) = mpsc::channel::<ActionFrame>(4096);
     let cancel = CancellationToken::new();
     let dead = CancellationToken::new();
+    let live = CancellationToken::new();
 
     let (c, d) = (cancel.clone(), dead.clone());
     tokio::spawn(async move {
@@ -358,18 +442,45 @@ fn spawn_tasks(framed: Framed<TcpStream, AmiCodec>, router: Arc<Router>) -> Link
         d.cancel();
     });
 
-    let (c, d) = (cancel.clone(), dead.clone());
+    let (c, d, l) = (cancel.clone(), dead.clone(), live.clone());
     tokio::spawn(async move {
+        // Events wait here until the link is reported up; responses never wait.
+        let mut held = Some(Vec::new());
+        // Asterisk closes the socket after `Response: Goodbye` (our Logoff): expected.
+        let mut said_goodbye = false;
         loop {
             let next = tokio::select! {
                 _ = c.cancelled() => break,
                 _ = d.cancelled() => break,
+                _ = l.cancelled(), if held.is_some() => {
+                    for m in held.take().unwrap_or_default() {
+                        router.route(m);
+                    }
+                    continue;
+                }
                 n = stream.next() => n,
             };
             match next {
-                Some(Ok(m)) => router.route(m),
+                Some(Ok(m)) => {
+                    said_goodbye |= m
+                        .response()
+                        .is_some_and(|r| r.eq_ignore_ascii_case("Goodbye"));
+                    match held.as_mut() {
+                        Some(h) if m.is_event() => {
+                            if let Err(e) = hold(h, m) {
+                                tracing::warn!(error = %e, "AMI link not up yet; closing this connection");
+                                break;
+                            }
+                        }
+                        _ => router.route(m),
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "AMI read failed; closing this connection");
+                    break;
+                }
+                None if said_goodbye => {
+                    tracing::debug!("AMI peer closed the connection after our Logoff");
                     break;
                 }
                 None => {
@@ -378,8 +489,21 @@ fn spawn_tasks(framed: Framed<TcpStream, AmiCodec>, router: Arc<Router>) -> Link
                 }
             }
         }
+        if let Some(h) = held.take() {
+            // Ended while being called up: these still go out after `Reconnected`.
+            tokio::select! {
+                _ = l.cancelled() => h.into_iter().for_each(|m| router.route(m)),
+                _ = c.cancelled() => {}
+            }
+        }
         d.cancel();
     });
 
-    Link { tx, cancel, dead }
+    Link {
+        tx,
+        cancel,
+        dead,
+        live,
+        early: Vec::new(),
+    }
 }

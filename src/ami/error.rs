@@ -35,4 +35,13 @@ pub enum AmiError {
     DuplicateActionId(String),
     #[error("peer closed the connection")]
     Closed,
+    /// No `FullyBooted` within `fully_booted_timeout` of the login: Asterisk is still
+    /// loading (an Originate now would be refused), or the account may not read `system`.
+    #[error(
+        "Asterisk has not finished booting: no FullyBooted within {0:?} of the login (if it is up, check that the AMI account's read permission includes system)"
+    )]
+    NotBooted(Duration),
+    /// A peer that sends this many events before the link is up is not trusted further.
+    #[error("more than {0} events before the link was up")]
+    TooManyEarlyEvents(usize),
 }

@@ -345,7 +345,12 @@ pub(super) async fn originate(
     let landing_ok = m.get("Application").is_some()
         || (m.get("Context") == Some("originated")
             && matches!(m.get("Exten"), Some("s" | "hangup-now")));
-    if !landing_ok {
+    // While booting the dialplan is not loaded yet, so no landing exists.
+    let booting = !state.is_booted();
+    if booting {
+        state.originates_booting.fetch_add(1, Ordering::Relaxed);
+    }
+    if !landing_ok || booting {
         tx.send(response(
             "Error",
             aid,

@@ -48,6 +48,15 @@
 //! time, not scaled). [`SimConfig::cdr_unanswered`] (default `true`, the lab) off gives
 //! stock Asterisk: no Cdr event at all for a call never answered.
 //!
+//! Booting: with [`SimConfig::boot_delay`] the simulator starts as an Asterisk that is
+//! still loading (real time, not scaled). Logins are accepted but get no `FullyBooted`;
+//! an Originate is refused with `Extension does not exist.` (the dialplan is not loaded
+//! yet: what a real Asterisk 22 answered, twice out of two, right after a restart). When
+//! the delay is over, every logged-in session whose mask and filters let a `system` event
+//! through gets `Event: FullyBooted`, as manager.c sends it to all sessions; later logins
+//! get it right after the login reply again. A restart is [`PbxSim::shutdown`] and
+//! [`PbxSim::start`] on the same address.
+//!
 //! Stopping: [`PbxSim::shutdown_gracefully`] is `core stop now` (each live call's
 //! SoftHangupRequest, HangupRequest, Hangup with cause 0 and Cdr, then `Event: Shutdown`,
 //! then FIN); [`PbxSim::shutdown`] is SIGKILL (a bare FIN); [`PbxSim::drop_connections`] a
@@ -136,6 +145,9 @@ pub struct SimConfig {
     /// Asterisk has `false` and sends no Cdr at all for busy, no answer, failed calls
     /// (busy-cdr-default.txt, noanswer-cdr-default.txt), so a dialer must not wait for one.
     pub cdr_unanswered: bool,
+    /// How long after the start the simulated Asterisk is still booting (real time, not
+    /// scaled by `time_scale`); zero (the default) starts fully booted.
+    pub boot_delay: Duration,
 }
 
 impl SimConfig {
@@ -191,6 +203,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             numbers: HashMap::new(),
             cdr_unanswered: true,
+            boot_delay: Duration::ZERO,
         }
     }
 }
@@ -205,11 +218,17 @@ pub(crate) struct SimState {
     noise_seq: AtomicU64,
     /// Originate actions received, whatever became of them.
     originates: AtomicU64,
+    /// Of those, the ones refused because the simulated Asterisk was still booting.
+    originates_booting: AtomicU64,
     /// When the latest Originates arrived (at most [`ORIGINATE_TIMES_KEPT`]), since
     /// `started`: tests check calls per second.
     originate_times: Mutex<std::collections::VecDeque<Duration>>,
     /// The most calls that were up at once.
     peak_live: std::sync::atomic::AtomicUsize,
+    /// False until the boot delay is over. Held while a login decides whether it gets the
+    /// login-time `FullyBooted` and while the boot-time one is broadcast, so a session
+    /// gets exactly one, after its login reply.
+    booted: Mutex<bool>,
     /// Calls with channels that have ended (`CoreProcessedCalls`).
     processed: AtomicU64,
     /// Woken whenever a call ends (the graceful stop waits for the last one).
@@ -248,6 +267,24 @@ impl SimState {
         (d.to_owned(), h.to_owned())
     }
 
+    fn is_booted(&self) -> bool {
+        self.booted.lock().map(|b| *b).unwrap_or(true)
+    }
+
+    /// Ends the boot: `Event: FullyBooted` (a normal `system` event, so masks and filters
+    /// apply) to every logged-in session.
+    fn finish_boot(&self) {
+        let Ok(mut booted) = self.booted.lock() else {
+            return;
+        };
+        if *booted {
+            return;
+        }
+        *booted = true;
+        self.broadcast("FullyBooted", session::fully_booted(self.started));
+        tracing::info!("pbx-sim: fully booted");
+    }
+
     fn next_uid(&self) -> String {
         format!(
             "{}.{}",
@@ -275,6 +312,7 @@ impl PbxSim {
     pub async fn start(listen: SocketAddr, cfg: SimConfig) -> std::io::Result<PbxSim> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        let boot_delay = cfg.boot_delay;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -290,6 +328,8 @@ impl PbxSim {
             originates: AtomicU64::new(0),
             originate_times: Mutex::new(std::collections::VecDeque::new()),
             peak_live: std::sync::atomic::AtomicUsize::new(0),
+            originates_booting: AtomicU64::new(0),
+            booted: Mutex::new(boot_delay.is_zero()),
             processed: AtomicU64::new(0),
             call_ended: tokio::sync::Notify::new(),
             vary_seq: AtomicU64::new(0),
@@ -299,6 +339,15 @@ impl PbxSim {
             stop_now: CancellationToken::new(),
             shutdown: CancellationToken::new(),
         });
+        if !boot_delay.is_zero() {
+            let st = state.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = st.shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(boot_delay) => st.finish_boot(),
+                }
+            });
+        }
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -359,6 +408,22 @@ impl PbxSim {
             .lock()
             .map(|g| g.iter().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether the simulated Asterisk has finished booting (see [`SimConfig::boot_delay`]).
+    pub fn is_booted(&self) -> bool {
+        self.state.is_booted()
+    }
+
+    /// Ends the boot now rather than when [`SimConfig::boot_delay`] runs out (for a test
+    /// that wants the moment exactly); nothing happens if it has already ended.
+    pub fn finish_boot(&self) {
+        self.state.finish_boot();
+    }
+
+    /// Originates refused because they came while the simulated Asterisk was booting.
+    pub fn originates_while_booting(&self) -> u64 {
+        self.state.originates_booting.load(Ordering::Relaxed)
     }
 
     /// Connected sessions.

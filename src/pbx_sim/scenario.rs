@@ -111,8 +111,8 @@ pub struct Faults {
 
 /// Reads a scenario file: `key = value` lines, `#` comments. Keys: `time_scale`,
 /// `noise_calls`, `hangup_before_originate_response`, `duplicate_events`, `reorder_events`,
-/// `slow_stream_ms`, `auth_failure_delay_ms`, `response_after_events`, `vary_order_seed`, `lose_originate_reply`,
-/// `cdr_unanswered`.
+/// `slow_stream_ms`, `auth_failure_delay_ms`, `response_after_events`, `vary_order_seed`,
+/// `lose_originate_reply`, `cdr_unanswered`, `boot_delay_ms`.
 ///
 /// # Errors
 /// An unknown key or a value that does not parse, with its line number.
@@ -146,6 +146,9 @@ pub fn apply_scenario(text: &str, cfg: &mut super::SimConfig) -> Result<(), Stri
             }
             "vary_order_seed" => cfg.faults.vary_order = Some(v.parse().map_err(|_| bad())?),
             "cdr_unanswered" => cfg.cdr_unanswered = v.parse().map_err(|_| bad())?,
+            "boot_delay_ms" => {
+                cfg.boot_delay = Duration::from_millis(v.parse().map_err(|_| bad())?)
+            }
             "auth_failure_delay_ms" => {
                 cfg.auth_failure_delay = Duration::from_millis(v.parse().map_err(|_| bad())?)
             }

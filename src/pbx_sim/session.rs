@@ -175,6 +175,18 @@ fn event(pairs: &[(&str, &str)]) -> String {
     s
 }
 
+/// `Event: FullyBooted` as Asterisk 22 sends it (uptime in whole seconds).
+pub(super) fn fully_booted(started: std::time::Instant) -> String {
+    let up = started.elapsed().as_secs().to_string();
+    event(&[
+        ("Event", "FullyBooted"),
+        ("Privilege", "system,all"),
+        ("Uptime", &up),
+        ("LastReload", &up),
+        ("Status", "Fully Booted"),
+    ])
+}
+
 fn event_tv() -> String {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -643,20 +655,21 @@ impl Session {
             &[("Message", "Authentication accepted")],
         ));
         self.set_mask(&mask);
-        if let Ok(mut p) = self.policy.lock() {
-            p.logged_in = true;
+        {
+            // Under the boot lock: either the boot-time broadcast reaches this session or
+            // the login-time event below does, never both, never before the reply.
+            let booted = self.state.booted.lock();
+            if let Ok(mut p) = self.policy.lock() {
+                p.logged_in = true;
+            }
+            // manager.c's action_login sends it only once Asterisk is fully booted, and only
+            // if the session's mask has `system` (events-call-mask.txt has none). An
+            // eventfilter does not stop this one (eventfilter-user.txt); the sim's filters
+            // are only set after the login anyway.
+            if booted.as_ref().is_ok_and(|b| **b) {
+                self.send_own_event("FullyBooted", fully_booted(self.state.started));
+            }
         }
-        let up = self.state.started.elapsed().as_secs().to_string();
-        self.send_own_event(
-            "FullyBooted",
-            event(&[
-                ("Event", "FullyBooted"),
-                ("Privilege", "system,all"),
-                ("Uptime", &up),
-                ("LastReload", &up),
-                ("Status", "Fully Booted"),
-            ]),
-        );
         let tv = event_tv();
         self.login_tv = tv.clone();
         let (la, ra) = self.addrs();

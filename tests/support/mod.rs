@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod ami;
+pub mod logs;
 pub mod proxy;
 
 use std::future::Future;

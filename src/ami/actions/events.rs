@@ -20,6 +20,23 @@ impl EventsMask {
             EventsMask::Classes(c) => c.join(","),
         }
     }
+
+    /// Whether events of `class` (e.g. `system`) may pass this mask, read as Asterisk reads
+    /// it (`on`, `all`, `yes`, `true` mean every class). The account's `read` permission
+    /// may still withhold them.
+    pub fn carries(&self, class: &str) -> bool {
+        match self {
+            EventsMask::On => true,
+            EventsMask::Off => false,
+            EventsMask::Classes(c) => c.iter().any(|k| {
+                let k = k.trim();
+                k.eq_ignore_ascii_case(class)
+                    || ["all", "on", "yes", "true"]
+                        .iter()
+                        .any(|all| k.eq_ignore_ascii_case(all))
+            }),
+        }
+    }
 }
 
 impl Default for EventsMask {

@@ -40,6 +40,17 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Whether this filter includes (rather than excludes) what it matches. Once a session
+    /// has one include, Asterisk sends it only events some include matches.
+    pub fn is_include(&self) -> bool {
+        match &self.match_criteria {
+            Some(mc) => !mc.replace(' ', "").contains("action(exclude)"),
+            None => !self.filter.starts_with('!'),
+        }
+    }
+}
+
 impl Action for Filter {
     fn name(&self) -> &str {
         "Filter"

@@ -24,6 +24,8 @@ pub use originate::{Originate, OriginateTarget};
 pub use ping::Ping;
 pub use status::Status;
 
+use std::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Why an action was refused before it reached the socket.
@@ -84,6 +86,18 @@ pub trait Action {
     fn write_fields(&self, w: &mut ActionWriter) -> Result<(), ActionError>;
     /// Whether the answer is an event list (`EventList: start` … `EventList: Complete`).
     fn is_list(&self) -> bool {
+        false
+    }
+    /// How long to wait for the response, given the configured action timeout. Most
+    /// actions are answered at once; one that Asterisk answers only once something has
+    /// happened (a synchronous Originate) adds that time here.
+    fn response_timeout(&self, default: Duration) -> Duration {
+        default
+    }
+    /// Whether Asterisk serves nothing else on this session until this action is answered
+    /// (a synchronous Originate, README fact 9). The keepalive Ping is skipped meanwhile:
+    /// it would wait behind the action and time out.
+    fn blocks_session(&self) -> bool {
         false
     }
 }

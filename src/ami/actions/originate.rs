@@ -16,11 +16,19 @@ pub enum OriginateTarget {
     },
 }
 
+/// Asterisk's ring timeout when an Originate gives none (manager.c).
+const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `Action: Originate`.
 ///
 /// With `async_: true` (what a dialer wants) Asterisk answers `Originate successfully queued`
 /// at once and reports the outcome later in an `OriginateResponse` event carrying our
 /// ActionID. Tag the call through `caller_id` (it shows up in every Hangup) or `channel_id`.
+///
+/// With `async_: false` the response comes only on answer or failure (up to the ring
+/// `timeout`), with no OriginateResponse, and Asterisk serves nothing else on that session
+/// meanwhile: the client waits the ring timeout plus its action timeout for it and skips
+/// the keepalive Ping while it waits; other actions sent meanwhile wait too.
 #[derive(Debug, Clone)]
 pub struct Originate {
     pub channel: String,
@@ -65,6 +73,16 @@ impl Originate {
 impl Action for Originate {
     fn name(&self) -> &str {
         "Originate"
+    }
+    fn response_timeout(&self, default: Duration) -> Duration {
+        if self.async_ {
+            default
+        } else {
+            self.timeout.unwrap_or(DEFAULT_RING_TIMEOUT) + default
+        }
+    }
+    fn blocks_session(&self) -> bool {
+        !self.async_
     }
     fn write_fields(&self, w: &mut ActionWriter) -> Result<(), ActionError> {
         if self.channel.is_empty() {

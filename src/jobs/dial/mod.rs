@@ -86,6 +86,8 @@ pub fn ami_config(s: &Settings) -> AmiConfig {
         secret: a.secret.clone(),
         action_timeout: Duration::from_millis(a.action_timeout_ms),
         connect_timeout: Duration::from_millis(a.connect_timeout_ms),
+        fully_booted_timeout: (a.fully_booted_timeout_ms > 0)
+            .then(|| Duration::from_millis(a.fully_booted_timeout_ms)),
         ping_interval: (a.ping_interval_ms > 0).then(|| Duration::from_millis(a.ping_interval_ms)),
         reconnect_backoff_min: Duration::from_millis(a.reconnect_min_ms),
         reconnect_backoff_max: Duration::from_millis(a.reconnect_max_ms),
