@@ -63,7 +63,7 @@ $$;
 -- ASR and ACD NULL). Not inlined into its callers (the SET clause sees to that), so a
 -- view that calls it per hour is planned as one call per hour: inlined, the planner,
 -- which cannot know how few calls an hour holds, priced the hourly view at 10,000,000
--- CDRs high enough to spend 1.4 s compiling it (JIT) for 0.2 s of work.
+-- CDRs high enough to compile it (JIT): 1.4 s of a 1.75 s run.
 CREATE FUNCTION dialout_report_summary(
     since timestamptz DEFAULT now() - interval '1 day',
     until timestamptz DEFAULT now())
