@@ -66,6 +66,17 @@ enum Command {
     },
     /// One job, whole.
     Job { id: i64 },
+    /// Calls that started in a window (default: the last 24 hours) and the queue's
+    /// backlog, from the dialout_report_* functions and views.
+    Report {
+        /// Start of the window: a duration back from now (90m, 24h, 7d) or a timestamp
+        /// PostgreSQL reads (2026-12-06, '2026-12-06 08:00-03', today; UTC without an offset).
+        #[arg(long, default_value = cli::report::DEFAULT_SINCE)]
+        since: String,
+        /// End of the window (excluded), read like --since.
+        #[arg(long, default_value = "now")]
+        until: String,
+    },
     /// Enqueue sample work, run a worker until it is done, print the table.
     Demo,
     /// Run the simulated PBX (an Asterisk that speaks the AMI wire protocol) until
@@ -154,6 +165,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// Time the reporting views and functions for a one-day window over generated CDRs
+    /// and queue rows, in a scratch database; what an index costs a CDR insert.
+    Report {
+        /// CDRs to generate, spread over --days up to now.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Timed runs of each query (the median is printed).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -214,6 +237,7 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
             cli::jobs::list(settings, status.as_deref(), limit).await
         }
         Command::Job { id } => cli::jobs::show(settings, id).await,
+        Command::Report { since, until } => cli::report::run(settings, &since, &until).await,
         Command::Demo => cli::demo::run(settings).await,
         Command::Bench { what } => match what {
             BenchCommand::Queue {
@@ -243,6 +267,10 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
                 Ok(())
             }
             BenchCommand::Roster { rows } => cli::bench::roster(rows).await,
+            BenchCommand::Report { rows, days, runs } => {
+                let bench = dialout::bench::report::ReportBench { rows, days, runs };
+                cli::bench::report(settings, bench).await
+            }
         },
         Command::Roster { what } => match what {
             RosterCommand::Convert {

@@ -43,6 +43,16 @@ pub async fn dial(
     Ok(())
 }
 
+/// The reporting views and functions over generated CDRs, in a scratch database.
+pub async fn report(
+    settings: &mut Settings,
+    bench: crate::bench::report::ReportBench,
+) -> Result<(), AppError> {
+    let admin = app::database_url(settings).await?;
+    crate::bench::report::run(settings, &admin, &bench).await?;
+    Ok(())
+}
+
 /// Messages through the legacy TCP client to a local echo peer, without and with
 /// failures.
 pub async fn legacy(messages: usize, concurrency: usize) {

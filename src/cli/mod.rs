@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod demo;
 pub mod jobs;
+pub mod report;
 pub mod roster;
 
 use crate::app::{self, AppError};
