@@ -149,15 +149,11 @@ fn per_second(n: u64, seconds: f64) -> f64 {
 
 /// A field of /proc/self/status in KiB (`VmRSS`, `VmHWM`); None off Linux.
 fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status
-        .lines()
-        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    super::dial_memory::proc_status_kib("self", field)
 }
 
 /// The bench's numbers: distinct, valid, each mapped to an answered call of `call_ms`.
-fn number(i: u64) -> String {
+pub(super) fn number(i: u64) -> String {
     format!("+1555{i:08}")
 }
 

@@ -1,4 +1,5 @@
 //! Benchmarks: figures are printed, never asserted. `dialout bench ...`.
 
 pub mod dial;
+pub mod dial_memory;
 pub mod queue;
