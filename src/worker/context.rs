@@ -76,6 +76,12 @@ impl JobContext {
     pub fn payload(&self) -> &Value {
         &self.job.payload
     }
+    /// The payload, moved out (`null` is left): a kind that parses it and then runs
+    /// for long, like a call, does not keep the JSON as well (a one-key object costs
+    /// over 600 bytes).
+    pub fn take_payload(&mut self) -> Value {
+        self.job.payload.take()
+    }
     /// This attempt's number, from 1 (`max_attempts + 1` for a recovery attempt past
     /// the last; repeated after a shutdown hand-back: see [`JobContext::attempt_id`]).
     pub fn attempt(&self) -> i32 {

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tracing::Instrument;
 
 use super::leases::KindSlot;
@@ -36,27 +37,33 @@ impl tower_service::Service<apalis_core::task::Task<LeasedJob>> for JobService {
     }
 
     fn call(&mut self, task: apalis_core::task::Task<LeasedJob>) -> Self::Future {
-        let run = execute(
-            self.shared.clone(),
-            self.handler.clone(),
-            self.slot.clone(),
-            task.args,
-        );
-        Box::pin(async move {
-            run.await;
-            Ok(())
-        })
+        // `map`, not `async move { run.await; Ok(()) }`: an async block would keep the
+        // moved-in future twice over (its capture and its awaited copy), about 1 KB more
+        // for every job in flight.
+        Box::pin(
+            execute(
+                self.shared.clone(),
+                self.handler.clone(),
+                self.slot.clone(),
+                task.args,
+            )
+            .map(Ok),
+        )
     }
 }
 
 /// Runs one leased job and records its outcome. Never panics, never returns early
 /// without writing or handing back.
-async fn execute(
+///
+/// A plain function returning one async block, not an `async fn` wrapping it: this
+/// future lives as long as its job, for every job in flight, and an `async fn` would
+/// keep its arguments a second time beside the block's own copies.
+fn execute(
     shared: Arc<Shared>,
     handler: Arc<dyn JobHandler>,
     slot: Arc<KindSlot>,
     job: LeasedJob,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let lease = job.lease();
     let (attempt, max_attempts) = (job.attempts, job.max_attempts);
     let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
@@ -79,7 +86,8 @@ async fn execute(
                 stop: stop.clone(),
             };
             shared.leases.started(lease);
-            let outcome = run_handler(handler, ctx, &stop).await;
+            // The context moves into the handler's future here, not into ours.
+            let outcome = run_handler(handler.run(ctx), &stop).await;
             tracing::debug!(outcome = ?outcome.kind, "attempt ended");
             outcome
         };
@@ -91,10 +99,10 @@ async fn execute(
                 if matches!(completion, Completion::HandBack { .. }) {
                     shared.leases.count_handed_back();
                 }
-                let reply = shared
-                    .completer
-                    .submit(lease, completion, outcome.hook)
-                    .await;
+                // Boxed: its channel send is large and needed only for this moment,
+                // not kept in every running job's future.
+                let reply =
+                    Box::pin(shared.completer.submit(lease, completion, outcome.hook)).await;
                 // With the completer now: a shutdown must not hand it back as well.
                 shared.leases.submitted(lease);
                 reply.await.unwrap_or(WriteResult::Abandoned)
@@ -109,12 +117,11 @@ async fn execute(
         shared.leases.remove(lease);
     }
     .instrument(span)
-    .await
 }
 
-/// Runs the handler, catching panics and enforcing the stop grace.
-async fn run_handler(handler: Arc<dyn JobHandler>, ctx: JobContext, stop: &StopSignal) -> Outcome {
-    let run = std::panic::AssertUnwindSafe(handler.run(ctx)).catch_unwind();
+/// Runs the handler's future, catching panics and enforcing the stop grace.
+async fn run_handler(run: BoxFuture<'static, Outcome>, stop: &StopSignal) -> Outcome {
+    let run = std::panic::AssertUnwindSafe(run).catch_unwind();
     tokio::pin!(run);
     let caught = tokio::select! {
         r = &mut run => r,
