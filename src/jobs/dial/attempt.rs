@@ -318,30 +318,14 @@ async fn record_call(ctx: &JobContext, call: &Call) -> Result<bool, sqlx::Error>
 }
 
 /// Marks the job `established` and keeps the answer time in its row (for a worker
-/// that adopts the call later). Boxed, like [`hang_up`]: awaited once or never, it
-/// would otherwise widen the future of every live call.
+/// that adopts the call later), in one statement. Boxed, like [`hang_up`]: awaited
+/// once or never, it would otherwise widen the future of every live call.
 fn record_answer<'a>(ctx: &'a JobContext, call: &'a Call) -> BoxFuture<'a, ()> {
-    Box::pin(record_answer_now(ctx, call))
-}
-
-async fn record_answer_now(ctx: &JobContext, call: &Call) {
-    if let Err(e) = ctx.set_established().await {
-        tracing::warn!(error = %e, "could not mark the job established");
-        return;
-    }
-    let lease = ctx.lease();
-    let written = sqlx::query(
-        "UPDATE dialout_queue SET call_answered_at = $3, dedup_key = dedup_key \
-         WHERE id = $1 AND lease_token = $2",
-    )
-    .bind(lease.id)
-    .bind(lease.token)
-    .bind(call.answered)
-    .execute(ctx.pool())
-    .await;
-    if let Err(e) = written {
-        tracing::warn!(error = %e, "could not record the answer time");
-    }
+    Box::pin(async move {
+        if let Err(e) = ctx.set_established(call.answered).await {
+            tracing::warn!(error = %e, "could not mark the job established");
+        }
+    })
 }
 
 /// What the job's row says of the call an earlier attempt placed: its tag, start and
