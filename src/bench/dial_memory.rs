@@ -14,18 +14,16 @@
 //! `kind = noop` runs the same with `noop` jobs sleeping `call_ms` (counted while
 //! `trying`): what the queue's own machinery costs per job in flight.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use super::dial::number;
+use super::dial::{answering_sim, number};
 use super::queue::migrated_scratch_db;
 use crate::config::Settings;
-use crate::pbx_sim::{PbxSim, SimConfig};
+use crate::pbx_sim::PbxSim;
 use crate::queue::{self, NewJob};
 
 /// Which kind the worker holds in flight.
@@ -278,18 +276,7 @@ pub async fn run(
     admin_url: &str,
     b: &MemoryBench,
 ) -> Result<MemoryReport, sqlx::Error> {
-    let scenario = format!("answer_{}", b.call_ms);
-    let sim = PbxSim::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        SimConfig {
-            numbers: (0..b.calls)
-                .map(|i| (number(i), scenario.clone()))
-                .collect::<HashMap<_, _>>(),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .map_err(sqlx::Error::Io)?;
+    let sim = answering_sim(b.calls, b.call_ms).await?;
     let (db, pool) = migrated_scratch_db(settings, admin_url).await?;
     let result = hold(&pool, &db.url, &sim, b).await;
     sim.shutdown().await;
