@@ -151,6 +151,20 @@ enum BenchCommand {
         /// Single jobs, 20 ms apart, for the insert->originate latency.
         #[arg(long, default_value_t = 200)]
         latency_samples: usize,
+        /// Instead: the memory of a `dialout worker` process holding all `--jobs`
+        /// calls at once (give calls of 30 s or more: `--call-ms 30000`).
+        #[arg(long)]
+        memory: bool,
+        /// With --memory: the kind held (noop: jobs sleeping --call-ms, the queue's
+        /// own cost per job in flight).
+        #[arg(long, value_enum, default_value = "dial", requires = "memory")]
+        held_kind: dialout::bench::dial_memory::HeldKind,
+        /// With --memory: how long VmRSS is sampled once every call is up.
+        #[arg(long, default_value_t = 3000, requires = "memory")]
+        window_ms: u64,
+        /// With --memory: a command the worker runs under, e.g. "valgrind --tool=massif".
+        #[arg(long, requires = "memory")]
+        worker_wrapper: Option<String>,
     },
     /// Messages through the legacy TCP client to a local echo peer, a connection each.
     Legacy {
@@ -247,9 +261,28 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), AppError> 
             } => cli::bench::queue(settings, jobs, latency_samples, large).await,
             BenchCommand::Dial {
                 jobs,
+                call_ms,
+                memory: true,
+                held_kind,
+                window_ms,
+                worker_wrapper,
+                ..
+            } => {
+                let bench = dialout::bench::dial_memory::MemoryBench {
+                    kind: held_kind,
+                    calls: jobs,
+                    call_ms,
+                    window: Duration::from_millis(window_ms),
+                    wrapper: worker_wrapper,
+                };
+                cli::bench::dial_memory(settings, bench).await
+            }
+            BenchCommand::Dial {
+                jobs,
                 concurrency,
                 call_ms,
                 latency_samples,
+                ..
             } => {
                 let bench = dialout::bench::dial::DialBench {
                     jobs,

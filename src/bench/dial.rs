@@ -19,8 +19,9 @@
 //! AMD EPYC, shared with busy engineers: medians of five runs, noisy): 1,169
 //! originates/s (878-1,304); 331 jobs/s to final status, bounded by the per-call
 //! commits (one completion transaction per CDR-carrying outcome, `established` on the
-//! small queue pool); insert->originate p50 6.7 ms, of which the lease 3.0 ms; 10,000
-//! live calls: the worker alone 127 MiB. Under load, or with thousands of calls live,
+//! small queue pool); insert->originate p50 6.7 ms, of which the lease 3.0 ms. The
+//! memory of 10,000 live calls is `--memory` ([`super::dial_memory`]: 75 MiB since
+//! 2026-12-07, 137 MiB before). Under load, or with thousands of calls live,
 //! the simulator's 4,096-message outbox closes the dialler's session and jobs fail (see
 //! the README). Details and method in the README, "Measured figures".
 
@@ -149,15 +150,11 @@ fn per_second(n: u64, seconds: f64) -> f64 {
 
 /// A field of /proc/self/status in KiB (`VmRSS`, `VmHWM`); None off Linux.
 fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status
-        .lines()
-        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    super::dial_memory::proc_status_kib("self", field)
 }
 
 /// The bench's numbers: distinct, valid, each mapped to an answered call of `call_ms`.
-fn number(i: u64) -> String {
+pub(super) fn number(i: u64) -> String {
     format!("+1555{i:08}")
 }
 
@@ -190,25 +187,30 @@ pub async fn run(
     admin_url: &str,
     b: &DialBench,
 ) -> Result<DialReport, sqlx::Error> {
-    let total = b.jobs + b.latency_samples as u64;
-    let scenario = format!("answer_{}", b.call_ms);
-    let sim = PbxSim::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        SimConfig {
-            numbers: (0..total)
-                .map(|i| (number(i), scenario.clone()))
-                .collect::<HashMap<_, _>>(),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .map_err(sqlx::Error::Io)?;
+    let sim = answering_sim(b.jobs + b.latency_samples as u64, b.call_ms).await?;
     let (db, pool) = migrated_scratch_db(settings, admin_url).await?;
     let result = phases(settings, &pool, &sim, b).await;
     sim.shutdown().await;
     pool.close().await;
     db.drop_db().await?;
     result
+}
+
+/// A simulator on a free port answering the bench's first `numbers` numbers at once,
+/// the callee hanging up `call_ms` later.
+pub(super) async fn answering_sim(numbers: u64, call_ms: u64) -> Result<PbxSim, sqlx::Error> {
+    let scenario = format!("answer_{call_ms}");
+    PbxSim::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimConfig {
+            numbers: (0..numbers)
+                .map(|i| (number(i), scenario.clone()))
+                .collect::<HashMap<_, _>>(),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .map_err(sqlx::Error::Io)
 }
 
 async fn phases(

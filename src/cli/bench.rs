@@ -53,6 +53,19 @@ pub async fn report(
     Ok(())
 }
 
+/// The memory of a worker process holding many calls at once.
+pub async fn dial_memory(
+    settings: &mut Settings,
+    bench: crate::bench::dial_memory::MemoryBench,
+) -> Result<(), AppError> {
+    let admin = app::database_url(settings).await?;
+    println!(
+        "{}",
+        crate::bench::dial_memory::run(settings, &admin, &bench).await?
+    );
+    Ok(())
+}
+
 /// Messages through the legacy TCP client to a local echo peer, without and with
 /// failures.
 pub async fn legacy(messages: usize, concurrency: usize) {

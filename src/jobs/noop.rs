@@ -31,9 +31,9 @@ struct Payload {
 }
 
 impl JobHandler for Noop {
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Outcome> {
+    fn run(&self, mut ctx: JobContext) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
-            let payload: Payload = match serde_json::from_value(ctx.payload().clone()) {
+            let payload: Payload = match serde_json::from_value(ctx.take_payload()) {
                 Ok(p) => p,
                 Err(e) => return Outcome::failed(format!("noop job: bad payload: {e}")),
             };

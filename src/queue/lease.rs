@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{JobStatus, Lease, LeasedJob, QueueError};
+use super::{Lease, LeasedJob, QueueError};
 
 /// Leases up to `limit` ready jobs of `kind` for `worker_id`.
 ///
@@ -116,18 +117,24 @@ pub async fn release_batch(pool: &PgPool, batch: Uuid) -> Result<u64, sqlx::Erro
 }
 
 impl super::Lease {
-    /// Moves a running job to another running status (a dial: `established`),
-    /// only while this lease still holds it. (`dedup_key = dedup_key`: see
-    /// [`lease_jobs`].)
-    pub async fn set_status(&self, pool: &PgPool, status: JobStatus) -> Result<(), QueueError> {
-        debug_assert!(matches!(status, JobStatus::Trying | JobStatus::Established));
+    /// Moves a running job to `established` (a dial: answered at `answered_at`,
+    /// kept in `call_answered_at` for a worker that adopts the call later), only
+    /// while this lease still holds it. One statement for both: thousands of answers
+    /// can come within a second, each waiting for a connection. (`dedup_key =
+    /// dedup_key`: see [`lease_jobs`].)
+    pub async fn set_established(
+        &self,
+        pool: &PgPool,
+        answered_at: Option<DateTime<Utc>>,
+    ) -> Result<(), QueueError> {
         let done = sqlx::query(
-            "UPDATE dialout_queue SET status = $3, dedup_key = dedup_key \
+            "UPDATE dialout_queue SET status = 'established', \
+                 call_answered_at = $3, dedup_key = dedup_key \
              WHERE id = $1 AND lease_token = $2 AND status IN ('trying', 'established')",
         )
         .bind(self.id)
         .bind(self.token)
-        .bind(status)
+        .bind(answered_at)
         .execute(pool)
         .await?;
         if done.rows_affected() == 1 {

@@ -3,12 +3,13 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::queue::{JobStatus, Lease, LeasedJob, QueueError};
+use crate::queue::{Lease, LeasedJob, QueueError};
 
 /// Why a running job is asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,12 @@ impl JobContext {
     pub fn payload(&self) -> &Value {
         &self.job.payload
     }
+    /// The payload, moved out (`null` is left): a kind that parses it and then runs
+    /// for long, like a call, does not keep the JSON as well (a one-key object costs
+    /// over 600 bytes).
+    pub fn take_payload(&mut self) -> Value {
+        self.job.payload.take()
+    }
     /// This attempt's number, from 1 (`max_attempts + 1` for a recovery attempt past
     /// the last; repeated after a shutdown hand-back: see [`JobContext::attempt_id`]).
     pub fn attempt(&self) -> i32 {
@@ -107,13 +114,15 @@ impl JobContext {
         self.job.lease()
     }
 
-    /// Marks the job `established` (a dial: the callee answered), fenced on the lease.
+    /// Marks the job `established` (a dial: the callee answered at `answered_at`,
+    /// kept in `call_answered_at`), fenced on the lease.
     /// Through the handlers' pool: the queue's own connections are kept for leasing,
     /// heartbeats and completion, which a burst of answers must not starve.
-    pub async fn set_established(&self) -> Result<(), QueueError> {
-        self.lease()
-            .set_status(&self.pool, JobStatus::Established)
-            .await
+    pub async fn set_established(
+        &self,
+        answered_at: Option<DateTime<Utc>>,
+    ) -> Result<(), QueueError> {
+        self.lease().set_established(&self.pool, answered_at).await
     }
 
     /// Resolves when the job is asked to stop.

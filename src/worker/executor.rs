@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tracing::Instrument;
 
 use super::leases::KindSlot;
@@ -38,29 +39,35 @@ impl tower_service::Service<apalis_core::task::Task<LeasedJob>> for JobService {
     }
 
     fn call(&mut self, task: apalis_core::task::Task<LeasedJob>) -> Self::Future {
-        let run = execute(
-            self.shared.clone(),
-            self.handler.clone(),
-            self.slot.clone(),
-            self.metrics.clone(),
-            task.args,
-        );
-        Box::pin(async move {
-            run.await;
-            Ok(())
-        })
+        // `map`, not `async move { run.await; Ok(()) }`: an async block would keep the
+        // moved-in future twice over (its capture and its awaited copy), about 1 KB more
+        // for every job in flight.
+        Box::pin(
+            execute(
+                self.shared.clone(),
+                self.handler.clone(),
+                self.slot.clone(),
+                self.metrics.clone(),
+                task.args,
+            )
+            .map(Ok),
+        )
     }
 }
 
 /// Runs one leased job and records its outcome. Never panics, never returns early
 /// without writing or handing back.
-async fn execute(
+///
+/// A plain function returning one async block, not an `async fn` wrapping it: this
+/// future lives as long as its job, for every job in flight, and an `async fn` would
+/// keep its arguments a second time beside the block's own copies.
+fn execute(
     shared: Arc<Shared>,
     handler: Arc<dyn JobHandler>,
     slot: Arc<KindSlot>,
     metrics: KindMetrics,
     job: LeasedJob,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let lease = job.lease();
     let (attempt, max_attempts) = (job.attempts, job.max_attempts);
     let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
@@ -86,7 +93,8 @@ async fn execute(
             };
             shared.leases.started(lease);
             let began = Instant::now();
-            let outcome = run_handler(handler, ctx, &stop).await;
+            // The context moves into the handler's future here, not into ours.
+            let outcome = run_handler(handler.run(ctx), &stop).await;
             metrics.ran(began.elapsed());
             tracing::debug!(outcome = ?outcome.kind, "attempt ended");
             outcome
@@ -100,10 +108,10 @@ async fn execute(
                     shared.leases.count_handed_back();
                 }
                 let status = completion.status();
-                let reply = shared
-                    .completer
-                    .submit(lease, completion, outcome.hook)
-                    .await;
+                // Boxed: its channel send is large and needed only for this moment,
+                // not kept in every running job's future.
+                let reply =
+                    Box::pin(shared.completer.submit(lease, completion, outcome.hook)).await;
                 // With the completer now: a shutdown must not hand it back as well.
                 shared.leases.submitted(lease);
                 let result = reply.await.unwrap_or(WriteResult::Abandoned);
@@ -130,7 +138,6 @@ async fn execute(
         shared.leases.remove(lease);
     }
     .instrument(span)
-    .await
 }
 
 /// Waits out a paced job's start delay; `false` if it was stopped meanwhile.
@@ -144,9 +151,9 @@ async fn wait_for_turn(delay: Duration, stop: &StopSignal) -> bool {
     }
 }
 
-/// Runs the handler, catching panics and enforcing the stop grace.
-async fn run_handler(handler: Arc<dyn JobHandler>, ctx: JobContext, stop: &StopSignal) -> Outcome {
-    let run = std::panic::AssertUnwindSafe(handler.run(ctx)).catch_unwind();
+/// Runs the handler's future, catching panics and enforcing the stop grace.
+async fn run_handler(run: BoxFuture<'static, Outcome>, stop: &StopSignal) -> Outcome {
+    let run = std::panic::AssertUnwindSafe(run).catch_unwind();
     tokio::pin!(run);
     let caught = tokio::select! {
         r = &mut run => r,

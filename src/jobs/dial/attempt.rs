@@ -4,6 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_channel::mpsc::UnboundedReceiver;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -17,13 +20,14 @@ use crate::cdr::{CdrRecord, Disposition};
 use crate::config::TagIn;
 use crate::worker::{JobContext, Outcome, StopReason};
 
-/// Everything one originate says, worked out before anything is sent.
+/// What the attempt keeps of its call for as long as the call lasts: its tag, waits
+/// and CDR fields. Thousands of calls are live at once, so the Originate itself (its
+/// variables, target) is not kept once it went out: see [`Placing`].
 struct Plan {
-    originate: Originate,
     /// ChannelId, ActionID and CallerID-name tag: `dialout-<job>-<lease token>`.
     uniqueid: String,
-    /// Keys the tracker matches this call's events by.
-    keys: Vec<String>,
+    /// The Originate's channel: the CDR's until Asterisk names the real one.
+    channel: String,
     clid: String,
     src: String,
     dst: String,
@@ -37,7 +41,17 @@ struct Plan {
     retry: crate::config::DialRetry,
 }
 
-fn plan(ctx: &JobContext, p: &DialPayload, d: &DialDefaults, uniqueid: String) -> Plan {
+/// What is needed only to place the call.
+struct Placing {
+    /// Boxed: it waits in the attempt's future across the write before it is sent,
+    /// and a value kept across two awaits is laid out for the whole future.
+    originate: Box<Originate>,
+    /// Keys the tracker matches this call's events by.
+    keys: Vec<String>,
+}
+
+/// Everything one originate says, worked out before anything is sent.
+fn plan(ctx: &JobContext, p: &DialPayload, d: &DialDefaults, uniqueid: String) -> (Plan, Placing) {
     let number = p.number.as_str();
     let name = p
         .caller_id_name
@@ -116,10 +130,9 @@ fn plan(ctx: &JobContext, p: &DialPayload, d: &DialDefaults, uniqueid: String) -
         account: p.account_code.clone(),
         codecs: None,
     };
-    Plan {
-        originate,
+    let plan = Plan {
+        channel: originate.channel.clone(),
         uniqueid,
-        keys,
         clid,
         src: num,
         dst: number.to_owned(),
@@ -130,7 +143,9 @@ fn plan(ctx: &JobContext, p: &DialPayload, d: &DialDefaults, uniqueid: String) -
         ring_timeout,
         max_call: p.max_call.unwrap_or(d.max_call),
         retry: p.retry.over(d.retry),
-    }
+    };
+    let originate = Box::new(originate);
+    (plan, Placing { originate, keys })
 }
 
 /// Where the attempt is, and until when it waits there.
@@ -191,22 +206,31 @@ impl Interrupted {
     }
 }
 
+/// Runs one attempt. The payload is needed only until the Originate is worked out,
+/// so it comes boxed and is dropped then: a future of every live call must not hold it.
 pub(super) async fn run(
     link: &Link,
     ctx: &JobContext,
-    payload: &DialPayload,
+    payload: Box<DialPayload>,
     d: &DialDefaults,
 ) -> Outcome {
     let mut earlier = None;
     if ctx.needs_recovery() {
-        match recover(link, ctx, payload, d).await {
+        // Boxed: rarely taken, and as large as the rest of this future.
+        match Box::pin(recover(link, ctx, &payload, d)).await {
             Recovery::Done(outcome) => return outcome,
-            Recovery::Dial { lost } => earlier = lost.map(|b| *b),
+            Recovery::Dial { lost } => earlier = lost,
         }
     }
-    let plan = plan(ctx, payload, d, format!("{TAG_PREFIX}{}", ctx.attempt_id()));
+    let (plan, placing) = plan(
+        ctx,
+        &payload,
+        d,
+        format!("{TAG_PREFIX}{}", ctx.attempt_id()),
+    );
+    drop(payload);
     // Registered before the Originate is written: its events may beat its reply.
-    let (_registration, mut events) = link.tracker.register(plan.keys.clone());
+    let (_registration, mut events) = link.tracker.register(placing.keys);
     let mut call = Call::new(plan.uniqueid.clone(), Utc::now());
     // Committed before the call exists, so whoever takes the job over after a crash
     // knows what to look for. A lost lease means another worker owns the job.
@@ -220,13 +244,17 @@ pub(super) async fn run(
             .retryable();
         }
     }
-    let sent = link
-        .client
-        .send_action_with_id(&plan.originate, &plan.uniqueid)
-        .await;
+    // The Originate in a block of its own, its reply moved out at once: neither is
+    // kept while the call lasts.
+    let sent = {
+        let originate = placing.originate;
+        link.client
+            .send_action_with_id(&*originate, &plan.uniqueid)
+            .await
+    };
     let mut uncertain = None;
     match sent {
-        Ok(_) => {}
+        Ok(reply) => drop(reply),
         Err(AmiError::Refused(message)) => {
             return finish(
                 link,
@@ -291,25 +319,14 @@ async fn record_call(ctx: &JobContext, call: &Call) -> Result<bool, sqlx::Error>
 }
 
 /// Marks the job `established` and keeps the answer time in its row (for a worker
-/// that adopts the call later).
-async fn record_answer(ctx: &JobContext, call: &Call) {
-    if let Err(e) = ctx.set_established().await {
-        tracing::warn!(error = %e, "could not mark the job established");
-        return;
-    }
-    let lease = ctx.lease();
-    let written = sqlx::query(
-        "UPDATE dialout_queue SET call_answered_at = $3, dedup_key = dedup_key \
-         WHERE id = $1 AND lease_token = $2",
-    )
-    .bind(lease.id)
-    .bind(lease.token)
-    .bind(call.answered)
-    .execute(ctx.pool())
-    .await;
-    if let Err(e) = written {
-        tracing::warn!(error = %e, "could not record the answer time");
-    }
+/// that adopts the call later), in one statement. Boxed, like [`hang_up`]: awaited
+/// once or never, it would otherwise widen the future of every live call.
+fn record_answer<'a>(ctx: &'a JobContext, call: &'a Call) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        if let Err(e) = ctx.set_established(call.answered).await {
+            tracing::warn!(error = %e, "could not mark the job established");
+        }
+    })
 }
 
 /// What the job's row says of the call an earlier attempt placed: its tag, start and
@@ -352,7 +369,7 @@ async fn recover(
             );
         }
     };
-    let plan = plan(ctx, payload, d, uniqueid.clone());
+    let (plan, _) = plan(ctx, payload, d, uniqueid.clone());
     // Registered before asking, so an end that comes right after the listing is seen.
     let (_registration, mut events) = link.tracker.register(vec![uniqueid.clone()]);
     let mut call = Call::new(uniqueid.clone(), started.unwrap_or_else(Utc::now));
@@ -443,7 +460,7 @@ async fn follow(
     plan: &Plan,
     d: &DialDefaults,
     call: &mut Call,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<CallEvent>,
+    events: &mut UnboundedReceiver<CallEvent>,
     mut phase: Phase,
     mut deadline: Instant,
     mut uncertain: Option<String>,
@@ -455,7 +472,7 @@ async fn follow(
     let mut hangup_pending = false;
     let end = loop {
         tokio::select! {
-            ev = events.recv() => {
+            ev = events.next() => {
                 let Some(ev) = ev else { break End::Unknown("the call tracker stopped".into()) };
                 let m = match ev {
                     CallEvent::Event(m) => m,
@@ -603,8 +620,13 @@ fn max_call_reason(plan: &Plan) -> String {
 }
 
 /// Sends a Hangup for the originated leg (cause 16, normal clearing). `false` when its
-/// channel name is not known yet (no event of the call has come).
-async fn hang_up(link: &Link, call: &Call, plan: &Plan) -> bool {
+/// channel name is not known yet (no event of the call has come). Boxed: rarely
+/// awaited (max_call_ms, a cancel), so it is not part of every live call's future.
+fn hang_up<'a>(link: &'a Link, call: &'a Call, plan: &'a Plan) -> BoxFuture<'a, bool> {
+    Box::pin(hang_up_now(link, call, plan))
+}
+
+async fn hang_up_now(link: &Link, call: &Call, plan: &Plan) -> bool {
     let Some(channel) = call.leg1.channel.clone() else {
         return false;
     };
@@ -644,7 +666,7 @@ fn cdr_record(
             .leg1
             .channel
             .clone()
-            .unwrap_or_else(|| plan.originate.channel.clone()),
+            .unwrap_or_else(|| plan.channel.clone()),
         dstchannel: call.leg2.channel.clone().unwrap_or_default(),
         lastapp: if call.answered.is_some() {
             plan.lastapp.clone()
@@ -676,7 +698,7 @@ fn finish(
     call: &Call,
     end: End,
     now: DateTime<Utc>,
-    earlier: Option<CdrRecord>,
+    earlier: Option<Box<CdrRecord>>,
 ) -> Outcome {
     let (cause, cause_txt) = call.cause();
     let disposition = match &end {
@@ -784,7 +806,11 @@ fn finish(
             }
         }
     };
-    let records: Vec<CdrRecord> = earlier.into_iter().chain(std::iter::once(record)).collect();
+    let records: Vec<CdrRecord> = earlier
+        .map(|b| *b)
+        .into_iter()
+        .chain(std::iter::once(record))
+        .collect();
     let written: Vec<Disposition> = records.iter().map(|r| r.disposition).collect();
     let metrics = link.metrics.clone();
     outcome

@@ -107,7 +107,8 @@ struct Link {
 /// The `dial` job kind.
 pub struct Dial {
     ami: AmiConfig,
-    defaults: DialDefaults,
+    /// Shared by every attempt (a clone each would be six strings per live call).
+    defaults: Arc<DialDefaults>,
     link: Arc<Mutex<Option<Link>>>,
     ready_tx: Arc<ReadinessSender>,
     ready: Readiness,
@@ -120,7 +121,7 @@ impl Dial {
         let (ready_tx, ready) = Readiness::channel(false);
         Self {
             ami,
-            defaults,
+            defaults: Arc::new(defaults),
             link: Arc::new(Mutex::new(None)),
             ready_tx: Arc::new(ready_tx),
             ready,
@@ -191,19 +192,19 @@ async fn keep_linked(
 }
 
 impl JobHandler for Dial {
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Outcome> {
+    fn run(&self, mut ctx: JobContext) -> BoxFuture<'static, Outcome> {
         let link = self.link();
         let defaults = self.defaults.clone();
         Box::pin(async move {
-            let payload = match DialPayload::parse(ctx.payload()) {
-                Ok(p) => p,
+            let payload = match DialPayload::parse(&ctx.take_payload()) {
+                Ok(p) => Box::new(p),
                 Err(e) => return Outcome::failed(e),
             };
             let Some(link) = link else {
                 return Outcome::failed("dial job: the AMI link is not up yet; nothing was sent")
                     .retryable();
             };
-            attempt::run(&link, &ctx, &payload, &defaults).await
+            attempt::run(&link, &ctx, payload, &defaults).await
         })
     }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use futures_channel::mpsc;
 
 use crate::ami::actions::CoreShowChannels;
 use crate::ami::{AmiClient, Message, Notice, Subscription};
@@ -62,6 +62,8 @@ impl Listing {
 #[derive(Default)]
 struct Calls {
     by_key: HashMap<String, u64>,
+    /// Each call's queue of events: unbounded, as events are never dropped (a call
+    /// takes a handful), and one per live call, so small while empty.
     senders: HashMap<u64, mpsc::UnboundedSender<CallEvent>>,
 }
 
@@ -122,7 +124,7 @@ impl Tracker {
         self: &Arc<Self>,
         keys: Vec<String>,
     ) -> (Registration, mpsc::UnboundedReceiver<CallEvent>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut calls = self.calls();
         for k in &keys {
@@ -158,7 +160,7 @@ impl Tracker {
         })
         .and_then(|id| calls.senders.get(id));
         if let Some(tx) = target {
-            let _ = tx.send(CallEvent::Event(m.clone()));
+            let _ = tx.unbounded_send(CallEvent::Event(m.clone()));
         }
     }
 
@@ -176,7 +178,7 @@ impl Tracker {
         let listing = Arc::new(Listing::from_events(&listed.events));
         for (id, tx) in &self.calls().senders {
             if *id < before {
-                let _ = tx.send(CallEvent::Listed(listing.clone()));
+                let _ = tx.unbounded_send(CallEvent::Listed(listing.clone()));
             }
         }
     }
