@@ -429,6 +429,30 @@ mod tests {
     }
 
     #[test]
+    fn dial_limits_default_to_none_and_a_bad_rate_is_refused() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!((s.dial.max_live_calls, s.dial.calls_per_second), (0, 0.0));
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("DIALOUT__DIAL__MAX_LIVE_CALLS", "30"),
+                ("DIALOUT__DIAL__CALLS_PER_SECOND", "2.5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((s.dial.max_live_calls, s.dial.calls_per_second), (30, 2.5));
+        for bad in ["-1", "NaN", "inf", "20000"] {
+            let err =
+                Settings::load_with_env(None, env(&[("DIALOUT__DIAL__CALLS_PER_SECOND", bad)]))
+                    .unwrap_err();
+            assert!(
+                err.to_string().contains("dial.calls_per_second"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn the_fully_booted_wait_defaults_to_30_s_and_0_turns_it_off() {
         use std::time::Duration;
         let s = Settings::load_with_env(None, env(&[])).unwrap();
