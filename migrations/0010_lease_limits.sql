@@ -13,3 +13,9 @@ CREATE TABLE dialout_lease_pacing (
 
 COMMENT ON TABLE dialout_lease_pacing IS
     'Workers only: the turn-taking lock and start pacing of kinds limited across replicas (dial.max_live_calls, dial.calls_per_second).';
+
+-- Jobs waiting for a recovery attempt count as running for a limited kind (their call
+-- may still be up) and are leased first: this index finds them among the ready rows
+-- without reading the others. Rows enter it only while they wait for recovery.
+CREATE INDEX dialout_queue_recovering ON dialout_queue (kind)
+    WHERE status = 'queued' AND needs_recovery;

@@ -1067,3 +1067,40 @@ async fn a_pbx_restarted_with_a_boot_delay_gets_no_originate_before_fully_booted
     assert_eq!(new.originates(), 1);
     new.shutdown().await;
 }
+
+#[sqlx::test]
+async fn a_call_handed_back_mid_call_keeps_its_room_under_max_live_calls(pool: PgPool) {
+    let sim = sim(
+        1.0,
+        &[("700", "long-answer_3000"), ("701", "answer_1500")],
+        |_| {},
+    )
+    .await;
+    // A rolling restart: the call goes on while its job waits for its recovery attempt.
+    let old = hand_back_mid_call(&pool, &sim, json!({"number": "700"})).await;
+    // A new job that would go first by priority.
+    let fresh: i64 = sqlx::query_scalar(
+        "INSERT INTO dialout_queue (kind, payload, priority) \
+         VALUES ('dial', '{\"number\": \"701\"}', 10) RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("enqueue");
+    let mut settings = dial_settings(&sim);
+    settings.dial.max_live_calls = 1;
+    let worker = start(&pool, settings);
+    assert_eq!(ended(&pool, old, WAIT).await, "finished");
+    assert_eq!(ended(&pool, fresh, WAIT).await, "finished");
+    worker.shutdown().await;
+    assert_eq!(
+        sim.peak_live_calls(),
+        1,
+        "the new call waited for the adopted one to end"
+    );
+    assert_eq!(
+        sim.originates(),
+        2,
+        "the handed-back call was adopted, not dialled again"
+    );
+    sim.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! Leasing: one statement takes a batch, heartbeats extend it, status moves are fenced.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,43 +31,51 @@ pub async fn lease_jobs<'e>(
     lease: Duration,
     batch: Uuid,
 ) -> Result<Vec<LeasedJob>, sqlx::Error> {
-    // One row of arrays rather than a row per job: decoding a row costs the worker
-    // more than the columns in it. The kind and token are the call's own.
-    // `dedup_key = q.dedup_key` changes nothing, but a column named in SET tells
-    // PostgreSQL the row's new version is not a mere copy for that index, so it skips
-    // the bottom-up deletion pass it would try on a full leaf of the dedup_key index:
-    // with most keys NULL, every entry there looks like a version of every other, and
-    // each pass visited the heap for hundreds of them (callgrind, lease and completion:
-    // 163,900 -> 151,300 database instructions per job). See `complete.rs` too.
-    let (ids, payloads, attempts, max_attempts, needs_recovery): LeasedColumns = sqlx::query_as(
-        "WITH leased AS ( \
-                 UPDATE dialout_queue AS q SET \
-                     status = 'trying', \
-                     attempts = q.attempts + 1, \
-                     lease_token = $5, \
-                     lease_expires_at = now() + $4 * interval '1 millisecond', \
-                     worker_id = $3, \
-                     started_at = coalesce(q.started_at, now()), \
-                     dedup_key = q.dedup_key \
-                 WHERE q.ctid = ANY(ARRAY( \
-                     SELECT ctid FROM dialout_queue \
-                     WHERE status = 'queued' AND kind = $1 AND run_at <= now() \
-                     ORDER BY priority DESC, run_at, id \
-                     LIMIT $2 \
-                     FOR UPDATE SKIP LOCKED)) \
-                 RETURNING q.id, q.payload, q.attempts, q.max_attempts, q.needs_recovery) \
-             SELECT coalesce(array_agg(id), '{}'), coalesce(array_agg(payload), '{}'), \
-                    coalesce(array_agg(attempts), '{}'), coalesce(array_agg(max_attempts), '{}'), \
-                    coalesce(array_agg(needs_recovery), '{}') \
-             FROM leased",
-    )
-    .bind(kind)
-    .bind(i64::from(limit))
-    .bind(worker_id)
-    .bind(lease.as_millis() as f64)
-    .bind(batch)
-    .fetch_one(db)
-    .await?;
+    lease_ready(db, Ready::Any, kind, limit, worker_id, lease, batch).await
+}
+
+/// Which ready rows a lease call takes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Ready {
+    /// Any, by priority, then run_at, then id.
+    Any,
+    /// Only those waiting for a recovery attempt (`needs_recovery`): a limited kind
+    /// leases them outside its limits, since their work (a call) is still going on.
+    Recovering,
+}
+
+/// The lease statement for each [`Ready`], built once (`$1` kind, `$2` limit, `$3`
+/// worker, `$4` lease in ms, `$5` batch token).
+fn lease_statement(which: Ready) -> &'static str {
+    static ANY: LazyLock<String> =
+        LazyLock::new(|| lease_sql("status = 'queued' AND kind = $1 AND run_at <= now()"));
+    static RECOVERING: LazyLock<String> = LazyLock::new(|| {
+        lease_sql("status = 'queued' AND needs_recovery AND kind = $1 AND run_at <= now()")
+    });
+    match which {
+        Ready::Any => &ANY,
+        Ready::Recovering => &RECOVERING,
+    }
+}
+
+pub(super) async fn lease_ready<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    which: Ready,
+    kind: &str,
+    limit: u32,
+    worker_id: &str,
+    lease: Duration,
+    batch: Uuid,
+) -> Result<Vec<LeasedJob>, sqlx::Error> {
+    let (ids, payloads, attempts, max_attempts, needs_recovery): LeasedColumns =
+        sqlx::query_as(lease_statement(which))
+            .bind(kind)
+            .bind(i64::from(limit))
+            .bind(worker_id)
+            .bind(lease.as_millis() as f64)
+            .bind(batch)
+            .fetch_one(db)
+            .await?;
     let jobs = ids
         .into_iter()
         .zip(payloads)
@@ -86,6 +95,39 @@ pub async fn lease_jobs<'e>(
         )
         .collect();
     Ok(jobs)
+}
+
+/// One row of arrays rather than a row per job: decoding a row costs the worker more
+/// than the columns in it. The kind and token are the call's own.
+/// `dedup_key = q.dedup_key` changes nothing, but a column named in SET tells
+/// PostgreSQL the row's new version is not a mere copy for that index, so it skips the
+/// bottom-up deletion pass it would try on a full leaf of the dedup_key index: with most
+/// keys NULL, every entry there looks like a version of every other, and each pass
+/// visited the heap for hundreds of them (callgrind, lease and completion: 163,900 ->
+/// 151,300 database instructions per job). See `complete.rs` too.
+fn lease_sql(ready: &str) -> String {
+    format!(
+        "WITH leased AS ( \
+                 UPDATE dialout_queue AS q SET \
+                     status = 'trying', \
+                     attempts = q.attempts + 1, \
+                     lease_token = $5, \
+                     lease_expires_at = now() + $4 * interval '1 millisecond', \
+                     worker_id = $3, \
+                     started_at = coalesce(q.started_at, now()), \
+                     dedup_key = q.dedup_key \
+                 WHERE q.ctid = ANY(ARRAY( \
+                     SELECT ctid FROM dialout_queue \
+                     WHERE {ready} \
+                     ORDER BY priority DESC, run_at, id \
+                     LIMIT $2 \
+                     FOR UPDATE SKIP LOCKED)) \
+                 RETURNING q.id, q.payload, q.attempts, q.max_attempts, q.needs_recovery) \
+             SELECT coalesce(array_agg(id), '{{}}'), coalesce(array_agg(payload), '{{}}'), \
+                    coalesce(array_agg(attempts), '{{}}'), coalesce(array_agg(max_attempts), '{{}}'), \
+                    coalesce(array_agg(needs_recovery), '{{}}') \
+             FROM leased"
+    )
 }
 
 /// The leased rows, a column each (see [`lease_jobs`]).

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::LeasedJob;
-use super::lease::lease_jobs;
+use super::lease::{Ready, lease_jobs, lease_ready};
 
 /// A kind's limits across replicas; zero means none.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -49,6 +49,12 @@ pub struct LimitedLease {
 }
 
 /// Leases up to `limit` ready jobs of `kind`, within `limits` (see the module).
+///
+/// A job waiting for its recovery attempt (handed back at shutdown, or rescued from a
+/// vanished worker) may still have its call up: it counts as running, and it is leased
+/// first and outside the limits, since its attempt looks for that call before placing
+/// any other. Otherwise a rolling restart would let new calls take the room of calls
+/// still up.
 pub async fn lease_limited_jobs(
     pool: &PgPool,
     kind: &str,
@@ -59,6 +65,11 @@ pub async fn lease_limited_jobs(
     limits: KindLimits,
 ) -> Result<LimitedLease, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // A leaser that stalls while holding the row must not stop every replica's leasing
+    // for long: past this the call fails and the producer retries with backoff.
+    sqlx::query("SET LOCAL lock_timeout = '2s'")
+        .execute(&mut *tx)
+        .await?;
     // Takes the row's lock whether it existed or not; the count below runs after it.
     sqlx::query(
         "INSERT INTO dialout_lease_pacing (kind) VALUES ($1) \
@@ -68,7 +79,9 @@ pub async fn lease_limited_jobs(
     .execute(&mut *tx)
     .await?;
     let (running, base, now): (i64, DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM dialout_queue WHERE lease_token IS NOT NULL AND kind = $1), \
+        "SELECT (SELECT count(*) FROM dialout_queue WHERE lease_token IS NOT NULL AND kind = $1) \
+              + (SELECT count(*) FROM dialout_queue \
+                 WHERE status = 'queued' AND needs_recovery AND kind = $1), \
                 greatest(p.next_start, c.now), c.now \
          FROM dialout_lease_pacing AS p, (SELECT clock_timestamp() AS now) AS c \
          WHERE p.kind = $1",
@@ -76,8 +89,20 @@ pub async fn lease_limited_jobs(
     .bind(kind)
     .fetch_one(&mut *tx)
     .await?;
-    let allowed = allowed(limits, limit, running, base, now);
-    let jobs = if allowed > 0 {
+    let mut jobs = lease_ready(
+        &mut *tx,
+        Ready::Recovering,
+        kind,
+        limit,
+        worker_id,
+        lease,
+        batch,
+    )
+    .await?;
+    let recovering = jobs.len();
+    let left = limit - recovering as u32;
+    let (allowed, paced) = allowed(limits, left, running, base, now);
+    let fresh = if allowed > 0 {
         lease_jobs(&mut *tx, kind, allowed, worker_id, lease, batch).await?
     } else {
         Vec::new()
@@ -85,45 +110,50 @@ pub async fn lease_limited_jobs(
     let rate = limits.starts_per_second;
     let mut out = LimitedLease::default();
     if rate > 0.0 {
-        let next_start = base + spacing(jobs.len(), rate);
-        if !jobs.is_empty() {
+        let next_start = base + spacing(fresh.len(), rate);
+        if !fresh.is_empty() {
             sqlx::query("UPDATE dialout_lease_pacing SET next_start = $2 WHERE kind = $1")
                 .bind(kind)
                 .bind(next_start)
                 .execute(&mut *tx)
                 .await?;
         }
-        let room_left =
-            limits.max_running == 0 || i64::from(limits.max_running) > running + jobs.len() as i64;
-        if (jobs.len() as u32) < limit && room_left {
+        // Only when pacing held ready jobs back: an empty queue waits for its wake-up.
+        if paced && fresh.len() as u32 == allowed {
             let horizon = TimeDelta::from_std(PACING_HORIZON).unwrap_or_default();
             let wait = (next_start - horizon - now).to_std().unwrap_or_default();
             out.next_start_in = Some(wait.max(Duration::from_millis(1)));
         }
     }
     tx.commit().await?;
-    out.jobs = jobs;
-    if rate > 0.0 {
-        for (i, job) in out.jobs.iter_mut().enumerate() {
-            job.start_delay = (base + spacing(i, rate) - now).to_std().unwrap_or_default();
+    let received = std::time::Instant::now();
+    for (i, mut job) in fresh.into_iter().enumerate() {
+        if rate > 0.0 {
+            let turn = (base + spacing(i, rate) - now).to_std().unwrap_or_default();
+            // Counted from the database's clock at the count, less the time since.
+            job.start_delay = turn.saturating_sub(received.elapsed());
         }
+        jobs.push(job);
     }
+    out.jobs = jobs;
     Ok(out)
 }
 
-/// How many jobs the limits let this call lease.
+/// How many jobs the limits let this call lease, and whether pacing was what held
+/// the number down (below both `limit` and the room under `max_running`).
 fn allowed(
     limits: KindLimits,
     limit: u32,
     running: i64,
     base: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> u32 {
+) -> (u32, bool) {
     let mut allowed = i64::from(limit);
     if limits.max_running > 0 {
         allowed = allowed.min(i64::from(limits.max_running) - running);
     }
     let rate = limits.starts_per_second;
+    let mut paced = false;
     if rate > 0.0 {
         let horizon_end = now + TimeDelta::from_std(PACING_HORIZON).unwrap_or_default();
         let starts = if base > horizon_end {
@@ -132,9 +162,10 @@ fn allowed(
             let ahead = (horizon_end - base).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
             (ahead * rate).floor() as i64 + 1
         };
+        paced = starts < allowed;
         allowed = allowed.min(starts);
     }
-    allowed.clamp(0, i64::from(limit)) as u32
+    (allowed.clamp(0, i64::from(limit)) as u32, paced)
 }
 
 /// The time `n` starts take at `rate` per second.
@@ -156,12 +187,12 @@ mod tests {
             max_running: 3,
             starts_per_second: 0.0,
         };
-        assert_eq!(allowed(l, 100, 0, at(0), at(0)), 3);
-        assert_eq!(allowed(l, 100, 2, at(0), at(0)), 1);
-        assert_eq!(allowed(l, 100, 3, at(0), at(0)), 0);
+        assert_eq!(allowed(l, 100, 0, at(0), at(0)).0, 3);
+        assert_eq!(allowed(l, 100, 2, at(0), at(0)).0, 1);
+        assert_eq!(allowed(l, 100, 3, at(0), at(0)).0, 0);
         // More under lease than the limit (it was lowered): nothing, never negative.
-        assert_eq!(allowed(l, 100, 7, at(0), at(0)), 0);
-        assert_eq!(allowed(l, 2, 0, at(0), at(0)), 2);
+        assert_eq!(allowed(l, 100, 7, at(0), at(0)).0, 0);
+        assert_eq!(allowed(l, 2, 0, at(0), at(0)).0, 2);
     }
 
     #[test]
@@ -171,17 +202,21 @@ mod tests {
             starts_per_second: 10.0,
         };
         // Free now: starts at 0, 100 and 200 ms fall within 250 ms.
-        assert_eq!(allowed(l, 100, 0, at(0), at(0)), 3);
+        assert_eq!(allowed(l, 100, 0, at(0), at(0)).0, 3);
         // The next start is 200 ms away: 200 only.
-        assert_eq!(allowed(l, 100, 0, at(200), at(0)), 1);
+        assert_eq!(allowed(l, 100, 0, at(200), at(0)).0, 1);
         // Beyond the horizon: none.
-        assert_eq!(allowed(l, 100, 0, at(300), at(0)), 0);
+        assert_eq!(allowed(l, 100, 0, at(300), at(0)).0, 0);
+        // Pacing held jobs back only when it gave fewer than asked for: the producer
+        // comes back at the next start time then, and waits for a wake-up otherwise.
+        assert_eq!(allowed(l, 100, 0, at(0), at(0)), (3, true));
+        assert_eq!(allowed(l, 2, 0, at(0), at(0)), (2, false));
         // One per second: one start per call, never two in the horizon.
         let slow = KindLimits {
             max_running: 0,
             starts_per_second: 1.0,
         };
-        assert_eq!(allowed(slow, 100, 0, at(0), at(0)), 1);
+        assert_eq!(allowed(slow, 100, 0, at(0), at(0)).0, 1);
     }
 
     #[test]
@@ -190,7 +225,7 @@ mod tests {
             max_running: 5,
             starts_per_second: 100.0,
         };
-        assert_eq!(allowed(l, 100, 4, at(0), at(0)), 1);
-        assert_eq!(allowed(l, 100, 0, at(0), at(0)), 5);
+        assert_eq!(allowed(l, 100, 4, at(0), at(0)), (1, false));
+        assert_eq!(allowed(l, 100, 0, at(0), at(0)).0, 5);
     }
 }

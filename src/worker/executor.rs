@@ -82,7 +82,12 @@ fn execute(
         // Stopped while it waited (shutdown, cancelled, lease lost), before or during
         // its turn under the kind's pacing: never start it.
         let start_delay = job.start_delay;
-        let outcome = if stop.reason().is_some() || !wait_for_turn(start_delay, &stop).await {
+        let waited = wait_for_turn(start_delay, &stop).await;
+        // A shutdown that began while it waited for its turn: hand it back unstarted.
+        if waited && !start_delay.is_zero() && shared.draining.load(Ordering::SeqCst) {
+            stop.stop(StopReason::Shutdown);
+        }
+        let outcome = if stop.reason().is_some() || !waited {
             Outcome::stopped()
         } else {
             let ctx = JobContext {

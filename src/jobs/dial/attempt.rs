@@ -192,6 +192,9 @@ enum Interrupted {
     HandBack,
     /// Another worker owns the job now: nothing to write.
     LeaseLost,
+    /// The Originate got no reply, no event came, and Asterisk cannot be asked: the
+    /// call may be up. Back to the queue for recovery, which asks before anything else.
+    Unconfirmed,
 }
 
 impl Interrupted {
@@ -199,6 +202,10 @@ impl Interrupted {
         match self {
             Interrupted::HandBack => Outcome::hand_back_for_recovery(format!(
                 "the worker stopped while call {} was in progress",
+                plan.uniqueid
+            )),
+            Interrupted::Unconfirmed => Outcome::hand_back_for_recovery(format!(
+                "no reply to the originate of call {} and Asterisk cannot be asked yet",
                 plan.uniqueid
             )),
             Interrupted::LeaseLost => Outcome::stopped(),
@@ -554,7 +561,10 @@ async fn follow(
                                     continue;
                                 }
                                 Some(None) => End::Unknown(format!("{e}; Asterisk lists no such call")),
-                                None => End::Unknown(format!("{e}; Asterisk could not be asked")),
+                                // The call may be up with nobody watching: the next
+                                // attempt asks again (its tag is in the row) before
+                                // anything else.
+                                None => return Err(Interrupted::Unconfirmed),
                             }
                         }
                         _ => End::Call {
