@@ -90,7 +90,7 @@ pub(super) async fn lease_ready<'e>(
                 max_attempts,
                 lease_token: batch,
                 needs_recovery,
-                start_delay: Duration::ZERO,
+                not_before: None,
             },
         )
         .collect();

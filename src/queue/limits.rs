@@ -42,7 +42,7 @@ pub const PACING_HORIZON: Duration = Duration::from_millis(250);
 /// What a limited lease call got.
 #[derive(Debug, Default)]
 pub struct LimitedLease {
-    /// Each with the wait before its start time in `start_delay`.
+    /// Each with its start time in `not_before`.
     pub jobs: Vec<LeasedJob>,
     /// When pacing held jobs back: how long until the next start time is handed out.
     pub next_start_in: Option<Duration>,
@@ -126,12 +126,13 @@ pub async fn lease_limited_jobs(
         }
     }
     tx.commit().await?;
-    let received = std::time::Instant::now();
+    // Each turn is a time, fixed now: however late the job is then run, consecutive
+    // starts keep their spacing.
+    let received = tokio::time::Instant::now();
     for (i, mut job) in fresh.into_iter().enumerate() {
         if rate > 0.0 {
             let turn = (base + spacing(i, rate) - now).to_std().unwrap_or_default();
-            // Counted from the database's clock at the count, less the time since.
-            job.start_delay = turn.saturating_sub(received.elapsed());
+            job.not_before = Some(received + turn);
         }
         jobs.push(job);
     }

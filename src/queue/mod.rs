@@ -56,9 +56,9 @@ pub struct LeasedJob {
     pub lease_token: Uuid,
     /// The previous attempt's worker vanished: find out what it did before acting.
     pub needs_recovery: bool,
-    /// How long to wait before starting it: its turn under `starts_per_second`
-    /// ([`KindLimits`]); zero for kinds without pacing.
-    pub start_delay: std::time::Duration,
+    /// When it may start: its turn under `starts_per_second` ([`KindLimits`]), fixed
+    /// when the lease reply arrived; `None` for kinds without pacing.
+    pub not_before: Option<tokio::time::Instant>,
 }
 
 impl LeasedJob {

@@ -81,10 +81,10 @@ fn execute(
         }
         // Stopped while it waited (shutdown, cancelled, lease lost), before or during
         // its turn under the kind's pacing: never start it.
-        let start_delay = job.start_delay;
-        let waited = wait_for_turn(start_delay, &stop).await;
+        let not_before = job.not_before;
+        let waited = wait_for_turn(not_before, &stop).await;
         // A shutdown that began while it waited for its turn: hand it back unstarted.
-        if waited && !start_delay.is_zero() && shared.draining.load(Ordering::SeqCst) {
+        if waited && not_before.is_some() && shared.draining.load(Ordering::SeqCst) {
             stop.stop(StopReason::Shutdown);
         }
         let outcome = if stop.reason().is_some() || !waited {
@@ -145,13 +145,13 @@ fn execute(
     .instrument(span)
 }
 
-/// Waits out a paced job's start delay; `false` if it was stopped meanwhile.
-async fn wait_for_turn(delay: Duration, stop: &StopSignal) -> bool {
-    if delay.is_zero() {
+/// Waits for a paced job's start time; `false` if it was stopped meanwhile.
+async fn wait_for_turn(not_before: Option<tokio::time::Instant>, stop: &StopSignal) -> bool {
+    let Some(at) = not_before else {
         return true;
-    }
+    };
     tokio::select! {
-        _ = tokio::time::sleep(delay) => true,
+        _ = tokio::time::sleep_until(at) => true,
         _ = stop.stopped() => false,
     }
 }
