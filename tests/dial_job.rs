@@ -15,6 +15,15 @@ use support::{RunningWorker, ended, enqueue, eventually, insert_refused};
 
 /// A simulator whose numbers play the named scenarios, `scale` times the captures' timing.
 async fn sim(scale: f64, numbers: &[(&str, &str)], tweak: impl FnOnce(&mut SimConfig)) -> PbxSim {
+    start_sim(sim_config(scale, numbers, tweak)).await
+}
+
+/// The configuration [`sim`] starts (for a simulator restarted on a known address).
+fn sim_config(
+    scale: f64,
+    numbers: &[(&str, &str)],
+    tweak: impl FnOnce(&mut SimConfig),
+) -> SimConfig {
     let mut cfg = SimConfig {
         time_scale: scale,
         auth_failure_delay: Duration::from_millis(20),
@@ -25,7 +34,15 @@ async fn sim(scale: f64, numbers: &[(&str, &str)], tweak: impl FnOnce(&mut SimCo
         ..SimConfig::default()
     };
     tweak(&mut cfg);
-    start_sim(cfg).await
+    cfg
+}
+
+/// Dial settings for a test that restarts the simulator: the link comes back quickly.
+fn restartable_settings(sim: &PbxSim) -> Settings {
+    let mut settings = dial_settings(sim);
+    settings.ami.reconnect_min_ms = 20;
+    settings.ami.reconnect_max_ms = 200;
+    settings
 }
 
 fn start(pool: &PgPool, settings: Settings) -> RunningWorker {
@@ -972,10 +989,7 @@ async fn restart_mid_call(pool: &PgPool, graceful: bool) -> (i64, String, u64, u
     let numbers = [("700", "long-answer_60000")];
     let old = sim(1.0, &numbers, |_| {}).await;
     let addr = old.local_addr();
-    let mut settings = dial_settings(&old);
-    settings.ami.reconnect_min_ms = 20;
-    settings.ami.reconnect_max_ms = 200;
-    let worker = start(pool, settings);
+    let worker = start(pool, restartable_settings(&old));
     let id = dial(pool, json!({"number": "700"})).await;
     answered(pool, id).await;
     let before = old.originates();
@@ -984,15 +998,7 @@ async fn restart_mid_call(pool: &PgPool, graceful: bool) -> (i64, String, u64, u
     } else {
         old.shutdown().await;
     }
-    let mut cfg = SimConfig {
-        numbers: numbers
-            .iter()
-            .map(|(n, s)| (n.to_string(), s.to_string()))
-            .collect(),
-        ..SimConfig::default()
-    };
-    cfg.auth_failure_delay = Duration::from_millis(20);
-    let new = PbxSim::start(addr, cfg)
+    let new = PbxSim::start(addr, sim_config(1.0, &numbers, |_| {}))
         .await
         .expect("restart on the same port");
     let status = ended(pool, id, WAIT).await;
@@ -1031,10 +1037,7 @@ async fn a_pbx_stopped_cleanly_mid_call_ends_the_job_with_the_calls_own_end(pool
 async fn a_pbx_restarted_with_a_boot_delay_gets_no_originate_before_fully_booted(pool: PgPool) {
     let old = sim(0.1, &[], |_| {}).await;
     let addr = old.local_addr();
-    let mut settings = dial_settings(&old);
-    settings.ami.reconnect_min_ms = 20;
-    settings.ami.reconnect_max_ms = 100;
-    let worker = start(&pool, settings);
+    let worker = start(&pool, restartable_settings(&old));
     let first = dial(&pool, json!({"number": "100"})).await;
     assert_eq!(ended(&pool, first, WAIT).await, "finished");
     old.shutdown().await;
@@ -1043,11 +1046,7 @@ async fn a_pbx_restarted_with_a_boot_delay_gets_no_originate_before_fully_booted
     let second = dial(&pool, json!({"number": "101"})).await;
     let new = PbxSim::start(
         addr,
-        SimConfig {
-            time_scale: 0.1,
-            boot_delay: Duration::from_millis(1500),
-            ..SimConfig::default()
-        },
+        sim_config(0.1, &[], |c| c.boot_delay = Duration::from_millis(1500)),
     )
     .await
     .expect("restart on the same port");

@@ -227,11 +227,7 @@ async fn phases(
     sqlx::query("VACUUM ANALYZE dialout_queue")
         .execute(pool)
         .await?;
-    let mut watcher = pool.acquire().await?;
-    // As in `bench queue`: the check goes through the partial indexes, never a scan.
-    sqlx::query("SET enable_seqscan = off")
-        .execute(&mut *watcher)
-        .await?;
+    let mut watcher = crate::bench::queue::DrainWatcher::new(pool).await?;
 
     let rss_before_kib = proc_status_kib("VmRSS");
     let postmaster = postmaster_pid(pool).await;
@@ -273,13 +269,7 @@ async fn phases(
         }
         if Instant::now() >= next_check {
             next_check = Instant::now() + Duration::from_millis(50);
-            let drained: bool = sqlx::query_scalar(
-                "SELECT NOT EXISTS (SELECT 1 FROM dialout_queue WHERE status = 'queued') \
-                    AND NOT EXISTS (SELECT 1 FROM dialout_queue WHERE lease_token IS NOT NULL)",
-            )
-            .fetch_one(&mut *watcher)
-            .await?;
-            if drained {
+            if watcher.drained().await? {
                 break started.elapsed().as_secs_f64();
             }
             if Instant::now() > deadline {

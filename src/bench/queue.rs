@@ -161,26 +161,13 @@ pub async fn drain(
     sqlx::query("VACUUM ANALYZE dialout_queue")
         .execute(&pool)
         .await?;
-    // The watcher must not weigh on what it measures: through the two partial indexes
-    // its check costs microseconds, where a sequential scan of the table (the planner's
-    // pick on stale statistics) grows with the finished rows and ate a good share of
-    // the database's CPU at 100 polls a second.
-    let mut watcher = pool.acquire().await?;
-    sqlx::query("SET enable_seqscan = off")
-        .execute(&mut *watcher)
-        .await?;
+    let mut watcher = DrainWatcher::new(&pool).await?;
     let postmaster = postmaster_pid(&pool).await;
     let cpu_before = cpu_now(postmaster);
     let started = Instant::now();
     let (stop, handle) = start_worker(settings, &pool).await;
     loop {
-        let drained: bool = sqlx::query_scalar(
-            "SELECT NOT EXISTS (SELECT 1 FROM dialout_queue WHERE status = 'queued') \
-                AND NOT EXISTS (SELECT 1 FROM dialout_queue WHERE lease_token IS NOT NULL)",
-        )
-        .fetch_one(&mut *watcher)
-        .await?;
-        if drained {
+        if watcher.drained().await? {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -317,6 +304,32 @@ pub async fn latency(
         p95_ms: pct(0.95),
         p99_ms: pct(0.99),
     })
+}
+
+/// Asks whether the queue is drained (nothing queued, nothing under lease), on a
+/// connection of its own. It must not weigh on what it measures: through the two
+/// partial indexes its check costs microseconds, where a sequential scan of the table
+/// (the planner's pick on stale statistics) grows with the finished rows and ate a good
+/// share of the database's CPU at 100 polls a second.
+pub(crate) struct DrainWatcher(sqlx::pool::PoolConnection<sqlx::Postgres>);
+
+impl DrainWatcher {
+    pub(crate) async fn new(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut *conn)
+            .await?;
+        Ok(Self(conn))
+    }
+
+    pub(crate) async fn drained(&mut self) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM dialout_queue WHERE status = 'queued') \
+                AND NOT EXISTS (SELECT 1 FROM dialout_queue WHERE lease_token IS NOT NULL)",
+        )
+        .fetch_one(&mut *self.0)
+        .await
+    }
 }
 
 #[cfg(test)]

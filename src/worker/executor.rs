@@ -76,18 +76,13 @@ fn execute(
             slot.release(1);
             return;
         };
+        // A job of a paced kind waits for its turn first (cut short by a stop).
+        wait_for_turn(job.not_before, &stop).await;
         if shared.draining.load(Ordering::SeqCst) {
             stop.stop(StopReason::Shutdown);
         }
-        // Stopped while it waited (shutdown, cancelled, lease lost), before or during
-        // its turn under the kind's pacing: never start it.
-        let not_before = job.not_before;
-        let waited = wait_for_turn(not_before, &stop).await;
-        // A shutdown that began while it waited for its turn: hand it back unstarted.
-        if waited && not_before.is_some() && shared.draining.load(Ordering::SeqCst) {
-            stop.stop(StopReason::Shutdown);
-        }
-        let outcome = if stop.reason().is_some() || !waited {
+        // Stopped while it waited (shutdown, cancelled, lease lost): never start it.
+        let outcome = if stop.reason().is_some() {
             Outcome::stopped()
         } else {
             let ctx = JobContext {
@@ -145,14 +140,13 @@ fn execute(
     .instrument(span)
 }
 
-/// Waits for a paced job's start time; `false` if it was stopped meanwhile.
-async fn wait_for_turn(not_before: Option<tokio::time::Instant>, stop: &StopSignal) -> bool {
-    let Some(at) = not_before else {
-        return true;
-    };
-    tokio::select! {
-        _ = tokio::time::sleep_until(at) => true,
-        _ = stop.stopped() => false,
+/// Waits for a paced job's start time, or until it is stopped.
+async fn wait_for_turn(not_before: Option<tokio::time::Instant>, stop: &StopSignal) {
+    if let Some(at) = not_before {
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = stop.stopped() => {}
+        }
     }
 }
 

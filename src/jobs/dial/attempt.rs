@@ -286,9 +286,7 @@ pub(super) async fn run(
         }
         Err(e) => return Outcome::failed(format!("dial job: the originate was not sent: {e}")),
     }
-    // Asterisk reports a ring timeout at `ring_timeout`; past that plus slack, the
-    // OriginateResponse is not coming.
-    let deadline = Instant::now() + plan.ring_timeout + d.action_timeout + d.settle;
+    let deadline = ring_deadline(&plan, d);
     let end = follow(
         link,
         ctx,
@@ -334,6 +332,20 @@ fn record_answer<'a>(ctx: &'a JobContext, call: &'a Call) -> BoxFuture<'a, ()> {
             tracing::warn!(error = %e, "could not mark the job established");
         }
     })
+}
+
+/// When a ringing call's OriginateResponse is no longer coming: Asterisk reports a ring
+/// timeout at `ring_timeout`; past that plus slack, it will not.
+fn ring_deadline(plan: &Plan, d: &DialDefaults) -> Instant {
+    Instant::now() + plan.ring_timeout + d.action_timeout + d.settle
+}
+
+/// A call Asterisk lists as up although no event said it was answered: answered now
+/// (its answer time is not known better), and recorded in the row.
+async fn answered_meanwhile(ctx: &JobContext, call: &mut Call) {
+    call.response = Some((true, Some(4)));
+    call.answered = Some(Utc::now());
+    record_answer(ctx, call).await;
 }
 
 /// What the job's row says of the call an earlier attempt placed: its tag, start and
@@ -426,10 +438,7 @@ async fn recover(
                 Instant::now() + left.to_std().unwrap_or_default(),
             )
         }
-        None => (
-            Phase::Ringing,
-            Instant::now() + plan.ring_timeout + d.action_timeout + d.settle,
-        ),
+        None => (Phase::Ringing, ring_deadline(&plan, d)),
     };
     let end = follow(
         link,
@@ -497,9 +506,7 @@ async fn follow(
                             }
                             Some((channel, true)) if call.answered.is_none() => {
                                 call.leg1.channel.get_or_insert_with(|| channel.to_owned());
-                                call.response = Some((true, Some(4)));
-                                call.answered = Some(Utc::now());
-                                record_answer(ctx, call).await;
+                                answered_meanwhile(ctx, call).await;
                                 if matches!(phase, Phase::Ringing) {
                                     phase = Phase::Up;
                                     deadline = Instant::now() + plan.max_call;
@@ -550,13 +557,11 @@ async fn follow(
                                     tracing::info!(uniqueid = plan.uniqueid, channel, "the unanswered originate placed its call after all; following it");
                                     call.leg1.channel = Some(channel);
                                     if up {
-                                        call.response = Some((true, Some(4)));
-                                        call.answered = Some(Utc::now());
-                                        record_answer(ctx, call).await;
+                                        answered_meanwhile(ctx, call).await;
                                         phase = Phase::Up;
                                         deadline = Instant::now() + plan.max_call;
                                     } else {
-                                        deadline = Instant::now() + plan.ring_timeout + d.action_timeout + settle;
+                                        deadline = ring_deadline(plan, d);
                                     }
                                     continue;
                                 }
